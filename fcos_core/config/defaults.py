@@ -1,0 +1,322 @@
+"""Default configuration of FCOS (Tian et al., ICCV 2019, arXiv:1904.01355).
+
+Key names and default values are those of the original implementation
+(tianzhi0549/FCOS, built on maskrcnn-benchmark), so its yaml files and
+command lines work unchanged. Keys added by this reimplementation are marked
+"(new)"; their defaults reproduce the original behaviour.
+
+Section numbers (§) refer to the ICCV paper. The "imprv" options
+(CENTER_SAMPLING_RADIUS, IOU_LOSS_TYPE "giou", NORM_REG_TARGETS,
+CENTERNESS_ON_REG) are the improvements listed in the FCOS README and the
+later arXiv versions of the paper; they are off by default and switched on by
+configs/fcos/fcos_imprv_*.yaml.
+
+Naming convention (from maskrcnn-benchmark): a setting that differs between
+training and testing ends in _TRAIN or _TEST.
+
+Library code never imports this module's ``_C``: a ``make_*``/``build_*``
+function reads the config and passes explicit arguments to constructors.
+"""
+
+import os
+
+from .config import CfgNode as CN
+
+_C = CN()
+
+# ---------------------------------------------------------------------------- #
+# Model: which heads run and where
+# ---------------------------------------------------------------------------- #
+_C.MODEL = CN()
+# "cpu", "cuda" or "cuda:N". Scripts pass it through
+# fcos_core.config.resolve_device, which falls back to the CPU without CUDA.
+_C.MODEL.DEVICE = "cuda"
+# Meta-architecture: backbone + FPN + dense head, as in maskrcnn-benchmark.
+_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+# The dense head's detections are the final output (no RoI stage). The FCOS
+# configs set it to True.
+_C.MODEL.RPN_ONLY = False
+# Use the FCOS head as the dense head.
+_C.MODEL.FCOS_ON = True
+# Heads inherited from maskrcnn-benchmark, not part of FCOS; kept so that
+# configs written for the original still merge. They must stay False.
+_C.MODEL.RETINANET_ON = False
+_C.MODEL.MASK_ON = False
+_C.MODEL.KEYPOINT_ON = False
+# Initial weights: a path, a URL, or "catalog://<name>" resolved through
+# PATHS_CATALOG (e.g. "catalog://ImageNetPretrained/MSRA/R-50").
+_C.MODEL.WEIGHT = ""
+# Convert BatchNorm layers to SyncBatchNorm for multi-GPU training (used by
+# the MobileNetV2 configs, whose backbone has trainable BatchNorm).
+_C.MODEL.USE_SYNCBN = False
+
+# ---------------------------------------------------------------------------- #
+# Backbone
+# ---------------------------------------------------------------------------- #
+_C.MODEL.BACKBONE = CN()
+# Registered backbone name. FCOS uses the P3-P7 ("RETINANET") variants:
+# "R-50-FPN-RETINANET", "R-101-FPN-RETINANET" (also ResNeXt-101 through
+# MODEL.RESNETS.NUM_GROUPS / WIDTH_PER_GROUP) and "MNV2-FPN-RETINANET".
+# The original also registered "R-50-C4", "R-50-C5", "R-101-C4", "R-101-C5",
+# "R-50-FPN", "R-101-FPN" and "R-152-FPN".
+_C.MODEL.BACKBONE.CONV_BODY = "R-50-C4"
+# Freeze the stem and the first (N - 1) residual stages: 2 = stem and res2
+# frozen (ResNet). For MobileNetV2 it is the number of leading feature blocks
+# frozen; its configs use 0.
+_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2
+# GroupNorm instead of frozen BatchNorm in the backbone.
+_C.MODEL.BACKBONE.USE_GN = False
+
+# ---------------------------------------------------------------------------- #
+# FPN (§3.2)
+# ---------------------------------------------------------------------------- #
+_C.MODEL.FPN = CN()
+# GroupNorm after the FPN lateral and output convolutions.
+_C.MODEL.FPN.USE_GN = False
+# ReLU after the FPN lateral and output convolutions.
+_C.MODEL.FPN.USE_RELU = False
+
+# ---------------------------------------------------------------------------- #
+# GroupNorm (used by the FCOS head towers and by USE_GN options)
+# ---------------------------------------------------------------------------- #
+_C.MODEL.GROUP_NORM = CN()
+# Channels per group; -1 to use NUM_GROUPS instead (exactly one must be -1).
+_C.MODEL.GROUP_NORM.DIM_PER_GP = -1
+# Number of groups; -1 to use DIM_PER_GP instead.
+_C.MODEL.GROUP_NORM.NUM_GROUPS = 32
+# Added to the variance for numerical stability.
+_C.MODEL.GROUP_NORM.EPSILON = 1e-5
+
+# ---------------------------------------------------------------------------- #
+# ResNet / ResNeXt
+# ---------------------------------------------------------------------------- #
+_C.MODEL.RESNETS = CN()
+# 1 = ResNet; > 1 = ResNeXt cardinality (32 for X-101-32x8d, 64 for 64x4d).
+_C.MODEL.RESNETS.NUM_GROUPS = 1
+# Width of each group in the first stage (8 for X-101-32x8d, 4 for 64x4d).
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+# Stride 2 on the 1x1 conv of a bottleneck (MSRA weights) instead of the 3x3
+# (FAIR/Torch weights, e.g. the ResNeXt ImageNet models: set False).
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True
+# Bottleneck block and stem, by registered name. The default uses
+# FrozenBatchNorm, whose statistics and affine terms never change.
+_C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"
+_C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"
+# Dilation of the res5 stage (1 = none).
+_C.MODEL.RESNETS.RES5_DILATION = 1
+# Output channels of the backbone. The FCOS configs set 256: in the original
+# this key also sets the FPN channels and the head tower width ("c128"
+# MobileNet configs use 128).
+_C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 * 4
+# Channels out of res2 (they double at each following stage) and the stem.
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+# Deformable convolution (DCNv2 with WITH_MODULATED_DCN) in the 3x3 convs of
+# the stages res2..res5, one flag per stage; e.g. (False, True, True, True)
+# puts it in res3..res5 as in the "dcnv2" R-50/R-101 configs.
+_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
+_C.MODEL.RESNETS.WITH_MODULATED_DCN = False
+_C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
+
+# ---------------------------------------------------------------------------- #
+# RetinaNet options. FCOS reads only USE_C5; the rest are the original's
+# RetinaNet defaults, kept so that configs of the original merge.
+# ---------------------------------------------------------------------------- #
+_C.MODEL.RETINANET = CN()
+# Input of the P6 conv: C5 (True, RetinaNet) or P5 (False, FCOS §3.2: every
+# FCOS config sets False). The MNV2 backbone always uses P5.
+_C.MODEL.RETINANET.USE_C5 = True
+# Classes including background.
+_C.MODEL.RETINANET.NUM_CLASSES = 81
+# Anchors.
+_C.MODEL.RETINANET.ANCHOR_SIZES = (32, 64, 128, 256, 512)
+_C.MODEL.RETINANET.ASPECT_RATIOS = (0.5, 1.0, 2.0)
+_C.MODEL.RETINANET.ANCHOR_STRIDES = (8, 16, 32, 64, 128)
+_C.MODEL.RETINANET.STRADDLE_THRESH = 0
+_C.MODEL.RETINANET.OCTAVE = 2.0
+_C.MODEL.RETINANET.SCALES_PER_OCTAVE = 3
+# Head.
+_C.MODEL.RETINANET.NUM_CONVS = 4
+_C.MODEL.RETINANET.PRIOR_PROB = 0.01
+# Losses and matching.
+_C.MODEL.RETINANET.BBOX_REG_WEIGHT = 4.0
+_C.MODEL.RETINANET.BBOX_REG_BETA = 0.11
+_C.MODEL.RETINANET.FG_IOU_THRESHOLD = 0.5
+_C.MODEL.RETINANET.BG_IOU_THRESHOLD = 0.4
+_C.MODEL.RETINANET.LOSS_ALPHA = 0.25
+_C.MODEL.RETINANET.LOSS_GAMMA = 2.0
+# Inference.
+_C.MODEL.RETINANET.PRE_NMS_TOP_N = 1000
+_C.MODEL.RETINANET.INFERENCE_TH = 0.05
+_C.MODEL.RETINANET.NMS_TH = 0.4
+
+# ---------------------------------------------------------------------------- #
+# FCOS head, targets, losses and post-processing
+# ---------------------------------------------------------------------------- #
+_C.MODEL.FCOS = CN()
+# Classes including background: 81 for COCO, so the head predicts 80 logits
+# and labels run 1..80.
+_C.MODEL.FCOS.NUM_CLASSES = 81
+# Strides of P3..P7 (§3.2). Location (i, j) of a level with stride s sits at
+# (j*s + s//2, i*s + s//2) in the input image.
+_C.MODEL.FCOS.FPN_STRIDES = [8, 16, 32, 64, 128]
+# Prior foreground probability: the classification bias starts at
+# -log((1 - p) / p) so that early training is not swamped by negatives (as
+# in RetinaNet).
+_C.MODEL.FCOS.PRIOR_PROB = 0.01
+# Inference (§3.1): candidates need a classification score > INFERENCE_TH;
+# at most PRE_NMS_TOP_N candidates per level and image go to NMS, which uses
+# IoU threshold NMS_TH. TEST.DETECTIONS_PER_IMG caps the result.
+_C.MODEL.FCOS.INFERENCE_TH = 0.05
+_C.MODEL.FCOS.NMS_TH = 0.6
+_C.MODEL.FCOS.PRE_NMS_TOP_N = 1000
+# Focal loss for classification (§3.1, eq. 2).
+_C.MODEL.FCOS.LOSS_ALPHA = 0.25
+_C.MODEL.FCOS.LOSS_GAMMA = 2.0
+# Conv3x3 + GroupNorm + ReLU layers in each of the classification and
+# regression towers (§3.2, Fig. 2).
+_C.MODEL.FCOS.NUM_CONVS = 4
+# imprv: center sampling. A location is positive only within a square of
+# half-size RADIUS * stride around the box centre (clipped to the box).
+# <= 0 disables it (the paper's rule: anywhere inside the box).
+_C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 0.0
+# Box regression loss (§3.1): "iou" (-log IoU, UnitBox), "linear_iou"
+# (1 - IoU) or "giou" (imprv).
+_C.MODEL.FCOS.IOU_LOSS_TYPE = "iou"
+# imprv: regress l, t, r, b divided by the level's stride, with a ReLU instead
+# of exp() on the head output (multiplied back by the stride at test time).
+_C.MODEL.FCOS.NORM_REG_TARGETS = False
+# imprv: compute center-ness (§3.3) from the regression tower instead of the
+# classification tower.
+_C.MODEL.FCOS.CENTERNESS_ON_REG = False
+# Deformable conv (DCNv2) as the last conv of each tower ("dcnv2" configs).
+_C.MODEL.FCOS.USE_DCN_IN_TOWER = False
+
+# ---------------------------------------------------------------------------- #
+# Input: resizing, normalisation and training augmentation
+# ---------------------------------------------------------------------------- #
+_C.INPUT = CN()
+# Short side during training; with several values one is drawn per image.
+_C.INPUT.MIN_SIZE_TRAIN = (800,)
+# Multi-scale training: (low, high) short side drawn uniformly per image
+# (the 2x configs use (640, 800)). (-1, -1) disables it and uses
+# MIN_SIZE_TRAIN.
+_C.INPUT.MIN_SIZE_RANGE_TRAIN = (-1, -1)
+# Cap on the long side during training (the short side shrinks to fit).
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+# Short side and long-side cap at test time.
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+# Per-channel mean and std subtracted/divided after TO_BGR255, in BGR order
+# and 0-255 units (the Caffe2 ImageNet statistics of the MSRA weights).
+_C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]
+_C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]
+# Feed BGR in 0-255 (True, Caffe2-style weights) instead of RGB in 0-1.
+_C.INPUT.TO_BGR255 = True
+# Colour jitter strengths as in maskrcnn-benchmark (torchvision ColorJitter);
+# 0 disables each. The original FCOS has none.
+_C.INPUT.BRIGHTNESS = 0.0
+_C.INPUT.CONTRAST = 0.0
+_C.INPUT.SATURATION = 0.0
+_C.INPUT.HUE = 0.0
+# Probability of a horizontal flip during training (maskrcnn-benchmark's key;
+# the original FCOS hard-codes 0.5).
+_C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
+
+# ---------------------------------------------------------------------------- #
+# Datasets: names looked up in PATHS_CATALOG
+# ---------------------------------------------------------------------------- #
+_C.DATASETS = CN()
+# Datasets concatenated for training, e.g. ("coco_2014_train",
+# "coco_2014_valminusminival").
+_C.DATASETS.TRAIN = ()
+# Datasets evaluated one after the other, e.g. ("coco_2014_minival",).
+_C.DATASETS.TEST = ()
+
+# ---------------------------------------------------------------------------- #
+# Data loader
+# ---------------------------------------------------------------------------- #
+_C.DATALOADER = CN()
+# Worker processes per data loader.
+_C.DATALOADER.NUM_WORKERS = 4
+# Pad each batch so that height and width are multiples of this (0 = no
+# rounding). The FCOS configs use 32, the stride of P5.
+_C.DATALOADER.SIZE_DIVISIBILITY = 0
+# Batch landscape images with landscape ones and portrait with portrait,
+# which wastes less padding.
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+
+# ---------------------------------------------------------------------------- #
+# Solver (§4: SGD, 90k iterations, lr 0.01, batch 16, lr x0.1 at 60k and 80k,
+# weight decay 1e-4, momentum 0.9; these values live in the configs)
+# ---------------------------------------------------------------------------- #
+_C.SOLVER = CN()
+# (new) "SGD" (the original, with MOMENTUM) or "AdamW".
+_C.SOLVER.OPTIMIZER = "SGD"
+# (new) "WarmupMultiStepLR" (the original: x GAMMA at each of STEPS) or
+# "WarmupCosineLR" (cosine decay over MAX_ITER; STEPS and GAMMA unused).
+# Both use the warm-up below.
+_C.SOLVER.LR_SCHEDULER = "WarmupMultiStepLR"
+_C.SOLVER.MAX_ITER = 40000
+_C.SOLVER.BASE_LR = 0.001
+# Biases get BASE_LR * BIAS_LR_FACTOR and WEIGHT_DECAY_BIAS.
+_C.SOLVER.BIAS_LR_FACTOR = 2
+# Learning-rate factor for the offset convs of deformable convolutions.
+_C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 0.0005
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0
+# Multi-step schedule: multiply the lr by GAMMA at each iteration in STEPS.
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.STEPS = (30000,)
+# Warm-up over the first WARMUP_ITERS iterations, starting at
+# BASE_LR * WARMUP_FACTOR: "constant" (the FCOS configs) or "linear".
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 3
+_C.SOLVER.WARMUP_ITERS = 500
+_C.SOLVER.WARMUP_METHOD = "linear"
+# Save a checkpoint every this many iterations.
+_C.SOLVER.CHECKPOINT_PERIOD = 2500
+# Images per training batch over all processes (16 = 8 GPUs x 2 images).
+_C.SOLVER.IMS_PER_BATCH = 16
+# (new) Clip the global gradient L2 norm to this value; 0 disables clipping.
+_C.SOLVER.CLIP_GRAD_NORM = 0.0
+# (new) Mixed-precision training with autocast: float16 on CUDA, bfloat16
+# on CPU.
+_C.SOLVER.AMP = False
+# (new) Keep images and conv weights in channels_last memory format.
+_C.SOLVER.CHANNELS_LAST = False
+
+# ---------------------------------------------------------------------------- #
+# Testing
+# ---------------------------------------------------------------------------- #
+_C.TEST = CN()
+# Regression checks of tools/test_net.py: [[dataset, iou_type, metric, value,
+# std], ...]; a result further than EXPECTED_RESULTS_SIGMA_TOL stds fails.
+_C.TEST.EXPECTED_RESULTS = []
+_C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
+# Images per test batch over all processes.
+_C.TEST.IMS_PER_BATCH = 8
+# Detections kept per image after NMS (the COCO limit).
+_C.TEST.DETECTIONS_PER_IMG = 100
+# (new) Run inference under autocast (float16 on CUDA, bfloat16 on CPU).
+_C.TEST.AMP = False
+
+# Test-time augmentation: detections at several scales and/or flipped are
+# pooled and go through the same class-wise NMS and top-k as one image.
+_C.TEST.BBOX_AUG = CN()
+_C.TEST.BBOX_AUG.ENABLED = False
+# Also detect on the horizontally flipped image at the test scale.
+_C.TEST.BBOX_AUG.H_FLIP = False
+# Extra short-side sizes to detect at, with long side at most MAX_SIZE.
+_C.TEST.BBOX_AUG.SCALES = ()
+_C.TEST.BBOX_AUG.MAX_SIZE = 4000
+# Also detect on the flipped image at each of SCALES.
+_C.TEST.BBOX_AUG.SCALE_H_FLIP = False
+
+# ---------------------------------------------------------------------------- #
+# Miscellaneous
+# ---------------------------------------------------------------------------- #
+# Checkpoints, logs and evaluation results go here.
+_C.OUTPUT_DIR = "."
+# Python file that maps dataset names and "catalog://" weights to paths/URLs.
+_C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")

@@ -1,0 +1,1 @@
+from .fcos import FCOSHead, FCOSModule, build_fcos  # noqa: F401
