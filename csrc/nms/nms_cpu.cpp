@@ -21,72 +21,103 @@
 namespace fcos_core {
 namespace {
 
-// Stable descending order of scores as torch.sort(descending=True, stable=True) defines it:
-// NaN first, equal scores (including -0.0 and 0.0) by increasing index.
-inline bool score_before(double sa, int64_t ia, double sb, int64_t ib) {
-  const bool na = std::isnan(sa);
-  const bool nb = std::isnan(sb);
-  if (na != nb) {
-    return na;
+// Maps a double to a uint64 whose unsigned order is the numeric order; -0.0 counts as 0.0 and every
+// NaN as one value above +inf (the order torch.sort uses).
+inline uint64_t ordered_key(double v) {
+  if (std::isnan(v)) {
+    return ~uint64_t(0);
   }
-  if (!na && sa != sb) {
-    return sa > sb;
+  if (v == 0.0) {
+    v = 0.0;
   }
-  return ia < ib;
+  const uint64_t bits = std::bit_cast<uint64_t>(v);
+  return (bits >> 63) ? ~bits : bits | (uint64_t(1) << 63);
 }
 
-template <typename K>
-struct Candidate {
-  K label;  // int64 for integer labels, double for floating ones (both exact)
-  double score;
-  int64_t index;
-};
-
-// Strict weak order on labels with NaN after every number (NaN labels never compare equal, so
-// each is later put in a group of its own, as in the reference where NaN != NaN).
-template <typename K>
-inline bool label_less(K a, K b) {
-  if constexpr (std::is_floating_point_v<K>) {
-    const bool na = std::isnan(a);
-    const bool nb = std::isnan(b);
-    if (na || nb) {
-      return !na && nb;
+// Stable LSD radix sort of `vals` by `keys` (ascending), one byte per pass; bytes that are equal in
+// every key are skipped, so float32 scores or small labels stored as 64-bit keys take few passes.
+void radix_sort_stable(std::vector<uint64_t>& keys, std::vector<int64_t>& vals) {
+  const size_t n = keys.size();
+  std::vector<uint64_t> keys_tmp(n);
+  std::vector<int64_t> vals_tmp(n);
+  std::vector<std::array<uint32_t, 256>> counts(8);
+  for (auto& c : counts) {
+    c.fill(0);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    for (int d = 0; d < 8; ++d) {
+      ++counts[d][(keys[i] >> (8 * d)) & 0xff];
     }
   }
-  return a < b;
+  for (int d = 0; d < 8; ++d) {
+    auto& c = counts[d];
+    if (c[(keys[0] >> (8 * d)) & 0xff] == n) {
+      continue;  // this byte is the same everywhere
+    }
+    uint32_t sum = 0;
+    for (auto& x : c) {
+      const uint32_t cnt = x;
+      x = sum;
+      sum += cnt;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t pos = c[(keys[i] >> (8 * d)) & 0xff]++;
+      keys_tmp[pos] = keys[i];
+      vals_tmp[pos] = vals[i];
+    }
+    keys.swap(keys_tmp);
+    vals.swap(vals_tmp);
+  }
 }
 
-// Sorts the candidates by (label, score desc, index) and returns the visiting order and the start
-// of each class run (plus a final N).
-template <typename K>
-void group_by_label(
-    const K* labels,
-    const double* scores,
-    int64_t n,
-    std::vector<int64_t>& order,
+// Visiting order: positions sorted by decreasing score, equal scores by increasing index (the
+// stable descending torch.sort, NaN first). Returns rank -> original index.
+std::vector<int64_t> score_order(const double* scores, int64_t n) {
+  std::vector<uint64_t> keys(n);
+  std::vector<int64_t> perm(n);
+  for (int64_t i = 0; i < n; ++i) {
+    keys[i] = ~ordered_key(scores[i]);
+    perm[i] = i;
+  }
+  radix_sort_stable(keys, perm);
+  return perm;
+}
+
+// Stable grouping of the ranks by label: returns the ranks class by class (each run still in
+// score order) and the start of each run plus a final n. Floating NaN labels equal nothing, so
+// each NaN-labelled box is a run of its own, as in the reference.
+std::vector<int64_t> group_by_label(
+    const at::Tensor& labels,
+    const std::vector<int64_t>& perm,
     std::vector<int64_t>& group_start) {
-  std::vector<Candidate<K>> cand(n);
-  for (int64_t i = 0; i < n; ++i) {
-    cand[i] = {labels ? labels[i] : K(0), scores[i], i};
+  const int64_t n = static_cast<int64_t>(perm.size());
+  std::vector<uint64_t> keys(n);
+  std::vector<uint8_t> is_nan(n, 0);
+  if (labels.is_floating_point()) {
+    const at::Tensor lab = labels.to(at::kDouble).contiguous();
+    const double* l = lab.const_data_ptr<double>();
+    for (int64_t k = 0; k < n; ++k) {
+      keys[k] = ordered_key(l[perm[k]]);
+      is_nan[k] = std::isnan(l[perm[k]]);
+    }
+  } else {
+    const at::Tensor lab = labels.to(at::kLong).contiguous();
+    const int64_t* l = lab.const_data_ptr<int64_t>();
+    for (int64_t k = 0; k < n; ++k) {
+      keys[k] = static_cast<uint64_t>(l[perm[k]]) ^ (uint64_t(1) << 63);
+    }
   }
-  std::sort(cand.begin(), cand.end(), [](const Candidate<K>& a, const Candidate<K>& b) {
-    if (label_less(a.label, b.label)) {
-      return true;
-    }
-    if (label_less(b.label, a.label)) {
-      return false;
-    }
-    return score_before(a.score, a.index, b.score, b.index);
-  });
-  order.resize(n);
+  std::vector<int64_t> ranks(n);
+  std::iota(ranks.begin(), ranks.end(), int64_t(0));
+  radix_sort_stable(keys, ranks);
   group_start.clear();
-  for (int64_t i = 0; i < n; ++i) {
-    order[i] = cand[i].index;
-    if (i == 0 || !(cand[i].label == cand[i - 1].label)) {
-      group_start.push_back(i);
+  for (int64_t k = 0; k < n; ++k) {
+    if (k == 0 || keys[k] != keys[k - 1] || is_nan[ranks[k]]) {
+      group_start.push_back(k);
     }
   }
   group_start.push_back(n);
+  return ranks;
 }
 
 // Greedy suppression inside one class run [begin, end) of the sorted arrays. The inner loop has no

@@ -214,3 +214,11 @@ def test_gradients_flow_through_methods():
     total = b.resize((40, 10)).bbox.sum() + b.convert("xywh").bbox.sum() + b.clip_to_image().bbox.sum()
     total.backward()
     assert boxes.grad is not None and torch.isfinite(boxes.grad).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_to_cuda_and_back():
+    b = make_boxlist()
+    c = b.to("cuda")
+    assert c.bbox.is_cuda and c.get_field("labels").is_cuda
+    assert torch.equal(c.to("cpu").bbox, b.bbox)

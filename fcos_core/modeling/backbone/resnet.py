@@ -212,7 +212,7 @@ class ResNet(nn.Module):
 
     def _freeze(self, freeze_at):
         """Set ``requires_grad=False`` on the stem (index 0) and layer1..layer{freeze_at-1}."""
-        for index in range(max(freeze_at, 0)):
+        for index in range(min(max(freeze_at, 0), 5)):
             module = self.stem if index == 0 else getattr(self, "layer{}".format(index))
             for p in module.parameters():
                 p.requires_grad_(False)

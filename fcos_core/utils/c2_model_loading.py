@@ -1,0 +1,133 @@
+"""Reading ImageNet weights: Detectron (Caffe2) ``.pkl`` blobs and torchvision state dicts.
+
+Both are turned into state dicts with the names of our backbone body (``stem.conv1.weight``,
+``layer1.0.bn1.weight``, ...), which the checkpointer then matches by suffix. ``.pkl`` files are
+read by a restricted unpickler that builds numpy arrays and plain containers only: a file that
+asks for any other object is refused, so loading a file never runs code from it.
+"""
+import pickle
+import re
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+# The only globals a Detectron weight file needs: numpy arrays and their dtypes.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for an object outside the allowed numpy/container types."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, fileobj, source):
+        super().__init__(fileobj, encoding="latin1")  # Detectron files were written by Python 2
+        self._source = source
+
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"refusing to load {self._source}: it asks for {module}.{name}, and only numpy arrays "
+            "and plain containers are allowed in a weight file"
+        )
+
+
+def safe_load_pickle(path):
+    """Load a pickle that may hold only numpy arrays, numbers, strings and containers."""
+    with open(path, "rb") as f:
+        return _RestrictedUnpickler(f, str(path)).load()
+
+
+_STAGE_RENAMES = [
+    (r"^res_conv1_bn_([sb])$", r"stem.bn1.\1"),
+    (r"^conv1_([wb])$", r"stem.conv1.\1"),
+    (r"^conv1_gn_([sb])$", r"stem.bn1.\1"),
+    (r"^res([2-5])_(\d+)_", lambda m: f"layer{int(m.group(1)) - 1}.{m.group(2)}."),
+    (r"\.branch2([abc])_bn_([sb])$", lambda m: f".bn{'abc'.index(m.group(1)) + 1}.{m.group(2)}"),
+    (r"\.branch2([abc])_gn_([sb])$", lambda m: f".bn{'abc'.index(m.group(1)) + 1}.{m.group(2)}"),
+    (r"\.branch2([abc])_([wb])$", lambda m: f".conv{'abc'.index(m.group(1)) + 1}.{m.group(2)}"),
+    (r"\.branch1_bn_([sb])$", r".downsample.1.\1"),
+    (r"\.branch1_gn_([sb])$", r".downsample.1.\1"),
+    (r"\.branch1_([wb])$", r".downsample.0.\1"),
+]
+_SUFFIXES = {"w": "weight", "b": "bias", "s": "weight"}
+
+
+def rename_c2_resnet_key(name):
+    """Detectron blob name to our ResNet body key, or None for blobs we do not use.
+
+    ``res2_0_branch2a_w`` -> ``layer1.0.conv1.weight``; ``res_conv1_bn_s`` ->
+    ``stem.bn1.weight``; ``res3_1_branch1_bn_b`` -> ``layer2.1.downsample.1.bias``. The
+    affine-channel scale (``_s``) becomes the FrozenBatchNorm weight; Detectron files have no
+    running statistics, which keep their defaults (mean 0, variance 1).
+    """
+    if name.startswith("fc") or name.endswith("_momentum") or name.endswith("_riv") or name.endswith("_rm"):
+        return None
+    out = name
+    for pattern, repl in _STAGE_RENAMES:
+        out = re.sub(pattern, repl, out)
+    head, _, last = out.rpartition(".")
+    if not head or last not in _SUFFIXES:
+        return None
+    return f"{head}.{_SUFFIXES[last]}"
+
+
+def load_c2_format(path):
+    """State dict of our ResNet body names from a Detectron ``.pkl`` ImageNet file."""
+    data = safe_load_pickle(path)
+    if isinstance(data, dict) and "blobs" in data:
+        data = data["blobs"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a dict of weight blobs, found {type(data).__name__}")
+    state = OrderedDict()
+    for name, value in data.items():
+        key = rename_c2_resnet_key(name)
+        if key is None or not isinstance(value, np.ndarray):
+            continue
+        state[key] = torch.from_numpy(np.ascontiguousarray(value))
+    if not state:
+        raise ValueError(f"{path}: no ResNet weights found (blob names like 'res2_0_branch2a_w' expected)")
+    return state
+
+
+def rename_torchvision_key(name):
+    """torchvision ImageNet classifier key to our backbone body key, or None to drop it.
+
+    ResNet/ResNeXt: ``conv1.*``/``bn1.*`` -> ``stem.conv1.*``/``stem.bn1.*``, ``layerN.*`` kept,
+    ``fc.*`` dropped. MobileNetV2: ``features.*`` kept, ``classifier.*`` dropped.
+    """
+    if name.startswith(("fc.", "classifier.")):
+        return None
+    if name.startswith(("conv1.", "bn1.")):
+        return "stem." + name
+    return name
+
+
+def convert_torchvision_state_dict(state_dict):
+    """A torchvision ImageNet state dict renamed with :func:`rename_torchvision_key`."""
+    out = OrderedDict()
+    for name, value in state_dict.items():
+        key = rename_torchvision_key(name)
+        if key is not None:
+            out[key] = value
+    return out
+
+
+def looks_like_torchvision_classifier(state_dict):
+    """True for a torchvision ResNet/ResNeXt/MobileNetV2 ImageNet state dict."""
+    keys = set(state_dict.keys())
+    resnet = "conv1.weight" in keys and "fc.weight" in keys
+    mobilenet = any(k.startswith("features.") for k in keys) and any(k.startswith("classifier.") for k in keys)
+    return resnet or mobilenet
