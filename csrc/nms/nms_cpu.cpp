@@ -1,10 +1,10 @@
 // CPU greedy NMS, single-class and class-aware (see nms.h for the exact semantics).
 //
-// Candidates are sorted once by (label, decreasing score, index), so that every class is a
-// contiguous run already in visiting order; the greedy pass then compares only boxes of one class,
-// on structure-of-arrays copies in the compute type, with a branch-free inner loop the compiler
-// vectorises. Classes are independent and run in parallel for large inputs. The kept boxes are
-// finally put back into global (decreasing score, index) order.
+// One stable radix sort ranks the boxes by decreasing score; a second, stable, groups the ranks by
+// label, so every class is a contiguous run already in visiting order. The greedy pass compares
+// only boxes of one class, on structure-of-arrays copies in the compute type, with a branch-free
+// inner loop the compiler vectorises; classes are independent and run in parallel for large
+// inputs. Walking the ranks finally merges the kept boxes back into global score order.
 #include "nms/nms.h"
 
 #include <ATen/OpMathType.h>
@@ -12,6 +12,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -120,10 +122,11 @@ std::vector<int64_t> group_by_label(
   return ranks;
 }
 
-// Greedy suppression inside one class run [begin, end) of the sorted arrays. The inner loop has no
-// branches so that it vectorises; its operations and their order match nms_reference.
+// Greedy suppression inside one class run [begin, end) of the grouped arrays. The inner loop has no
+// branches so that it vectorises; its operations and their order match nms_reference (no FMA: the
+// clones below enable AVX/AVX2 only, so products are rounded before the subtraction).
 template <typename T>
-void suppress_run(
+__attribute__((always_inline)) inline void suppress_run(
     const T* x1,
     const T* y1,
     const T* x2,
@@ -155,7 +158,34 @@ void suppress_run(
   }
 }
 
-// Runs the greedy pass on every class run; returns suppressed flags indexed by sorted position.
+#define FCOS_NMS_CLONES __attribute__((target_clones("avx2", "avx", "default")))
+
+FCOS_NMS_CLONES void suppress_run_float(
+    const float* x1, const float* y1, const float* x2, const float* y2, const float* area,
+    uint8_t* suppressed, int64_t begin, int64_t end, float offset, float threshold) {
+  suppress_run<float>(x1, y1, x2, y2, area, suppressed, begin, end, offset, threshold);
+}
+
+FCOS_NMS_CLONES void suppress_run_double(
+    const double* x1, const double* y1, const double* x2, const double* y2, const double* area,
+    uint8_t* suppressed, int64_t begin, int64_t end, double offset, double threshold) {
+  suppress_run<double>(x1, y1, x2, y2, area, suppressed, begin, end, offset, threshold);
+}
+
+inline void suppress_run_any(
+    const float* x1, const float* y1, const float* x2, const float* y2, const float* area,
+    uint8_t* suppressed, int64_t begin, int64_t end, float offset, float threshold) {
+  suppress_run_float(x1, y1, x2, y2, area, suppressed, begin, end, offset, threshold);
+}
+
+inline void suppress_run_any(
+    const double* x1, const double* y1, const double* x2, const double* y2, const double* area,
+    uint8_t* suppressed, int64_t begin, int64_t end, double offset, double threshold) {
+  suppress_run_double(x1, y1, x2, y2, area, suppressed, begin, end, offset, threshold);
+}
+
+// Runs the greedy pass on every class run. `order` maps a grouped position to the original box
+// index; returns the suppressed flags by grouped position.
 template <typename scalar_t>
 std::vector<uint8_t> suppress_all(
     const at::Tensor& boxes,
@@ -179,11 +209,11 @@ std::vector<uint8_t> suppress_all(
   std::vector<uint8_t> suppressed(n, 0);
   const T threshold = nms_detail::threshold_below<T>(iou_threshold);
   const int64_t num_groups = static_cast<int64_t>(group_start.size()) - 1;
-  // Parallel only when there is enough work to pay for waking the pool.
+  // Parallel over classes only when there is enough work to pay for waking the pool.
   const int64_t grain = n >= 4096 ? 1 : std::max<int64_t>(num_groups, 1);
   at::parallel_for(0, num_groups, grain, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
-      suppress_run<T>(
+      suppress_run_any(
           x1.data(), y1.data(), x2.data(), y2.data(), area.data(), suppressed.data(), group_start[g],
           group_start[g + 1], offset, threshold);
     }
@@ -208,17 +238,21 @@ at::Tensor nms_cpu_impl(
   const at::Tensor boxes_c = boxes.contiguous();
   // float64 holds every float16/bfloat16/float32/float64 score exactly, so one sort serves all.
   const at::Tensor scores_d = scores.to(at::kDouble).contiguous();
-  const double* s = scores_d.const_data_ptr<double>();
+  const std::vector<int64_t> perm = score_order(scores_d.const_data_ptr<double>(), n);
 
-  std::vector<int64_t> order, group_start;
-  if (!labels.defined()) {
-    group_by_label<int64_t>(nullptr, s, n, order, group_start);
-  } else if (labels.is_floating_point()) {
-    const at::Tensor lab = labels.to(at::kDouble).contiguous();
-    group_by_label<double>(lab.const_data_ptr<double>(), s, n, order, group_start);
+  // ranks[k]: score rank of the k-th box in class-grouped order.
+  std::vector<int64_t> group_start;
+  std::vector<int64_t> ranks;
+  if (labels.defined()) {
+    ranks = group_by_label(labels, perm, group_start);
   } else {
-    const at::Tensor lab = labels.to(at::kLong).contiguous();
-    group_by_label<int64_t>(lab.const_data_ptr<int64_t>(), s, n, order, group_start);
+    ranks.resize(n);
+    std::iota(ranks.begin(), ranks.end(), int64_t(0));
+    group_start = {0, n};
+  }
+  std::vector<int64_t> order(n);
+  for (int64_t k = 0; k < n; ++k) {
+    order[k] = perm[ranks[k]];
   }
 
   std::vector<uint8_t> suppressed;
@@ -226,18 +260,22 @@ at::Tensor nms_cpu_impl(
     suppressed = suppress_all<scalar_t>(boxes_c, order, group_start, iou_threshold, legacy);
   });
 
-  std::vector<int64_t> kept;
-  kept.reserve(n);
+  // Back to score order: walking the ranks merges the classes without another sort.
+  std::vector<uint8_t> suppressed_by_rank(n);
   for (int64_t k = 0; k < n; ++k) {
-    if (!suppressed[k]) {
-      kept.push_back(order[k]);
+    suppressed_by_rank[ranks[k]] = suppressed[k];
+  }
+  int64_t num_kept = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    num_kept += !suppressed_by_rank[r];
+  }
+  at::Tensor out = at::empty({num_kept}, boxes.options().dtype(at::kLong));
+  int64_t* o = out.mutable_data_ptr<int64_t>();
+  for (int64_t r = 0; r < n; ++r) {
+    if (!suppressed_by_rank[r]) {
+      *o++ = perm[r];
     }
   }
-  if (group_start.size() > 2) {  // several classes: merge back into global score order
-    std::sort(kept.begin(), kept.end(), [s](int64_t a, int64_t b) { return score_before(s[a], a, s[b], b); });
-  }
-  at::Tensor out = at::empty({static_cast<int64_t>(kept.size())}, boxes.options().dtype(at::kLong));
-  std::copy(kept.begin(), kept.end(), out.mutable_data_ptr<int64_t>());
   return out;
 }
 

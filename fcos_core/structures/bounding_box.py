@@ -194,10 +194,10 @@ class BoxList(object):
         return self._transformed(torch.cat(boxes, dim=-1), "xyxy", self.size, "transpose", method)
 
     def crop(self, box):
-        """A copy for the crop ``box`` = (left, upper, right, lower); the new image is right-left by lower-upper.
+        """A copy for the crop ``box`` = (left, upper, right, lower) of the image.
 
-        Coordinates are shifted by (left, upper) and clamped to [0, width] x [0, height]; boxes left
-        empty are kept (as in the original).
+        The new image size is (right - left, lower - upper). Coordinates are shifted by (left, upper)
+        and clamped to [0, width] x [0, height]; boxes left empty are kept (as in the original).
         """
         xmin, ymin, xmax, ymax = self._split_into_xyxy()
         w, h = box[2] - box[0], box[3] - box[1]

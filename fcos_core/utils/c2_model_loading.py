@@ -23,6 +23,8 @@ _ALLOWED_GLOBALS = {
     ("collections", "OrderedDict"),
     ("builtins", "set"),
     ("builtins", "frozenset"),
+    # Protocol-2 pickles written by Python 3 store bytes as codecs.encode(str, "latin1").
+    ("_codecs", "encode"),
 }
 
 

@@ -29,7 +29,8 @@ def python_loss(pred, target, loss_type):
     union = (pl + pr) * (pt + pb) + (tl + tr) * (tt + tb) - inter
     iou = (inter + 1) / (union + 1)
     enclose = (max(pl, tl) + max(pr, tr)) * (max(pt, tt) + max(pb, tb)) + 1e-7
-    return {"iou": -math.log(iou), "linear_iou": 1 - iou, "giou": 1 - (iou - (enclose - union) / enclose)}[loss_type]
+    giou = iou - (enclose - union) / enclose
+    return {"iou": -math.log(iou), "linear_iou": 1 - iou, "giou": 1 - giou}[loss_type]
 
 
 @pytest.mark.parametrize("loss_type", ["iou", "linear_iou", "giou"])
@@ -68,7 +69,8 @@ def test_gradients_finite_and_gradcheck(loss_type):
     weight = torch.rand(8, generator=g, dtype=torch.float64)
     IOULoss(loss_type)(pred, target, weight).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
-    assert torch.autograd.gradcheck(lambda p: iou_loss(p, target, weight, loss_type), (pred.detach().requires_grad_(),))
+    leaf = pred.detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: iou_loss(p, target, weight, loss_type), (leaf,))
     # zero-size predictions (a location on a box border) stay finite too
     zero = torch.zeros(2, 4, requires_grad=True)
     IOULoss(loss_type)(zero, TARGET).backward()

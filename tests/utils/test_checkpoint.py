@@ -1,0 +1,224 @@
+"""Checkpoint saving/loading, weight-file formats and the refusal of files that would run code."""
+import os
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fcos_core.config.paths_catalog import ModelCatalog
+from fcos_core.utils.c2_model_loading import (
+    UnsafePickleError,
+    convert_torchvision_state_dict,
+    load_c2_format,
+    rename_c2_resnet_key,
+    safe_load_pickle,
+)
+from fcos_core.utils.checkpoint import Checkpointer, DetectronCheckpointer
+from fcos_core.utils.model_serialization import load_state_dict, match_state_dict
+from fcos_core.utils.model_zoo import cache_url, url_filename
+
+
+class TinyBody(nn.Module):
+    """Names like our ResNet body: stem.conv1, stem.bn1, layer1.0.conv1 ..."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 4, 3, bias=False), bn1=nn.BatchNorm2d(4)))
+        block = nn.Module()
+        block.conv1 = nn.Conv2d(4, 4, 1, bias=False)
+        block.bn1 = nn.BatchNorm2d(4)
+        self.layer1 = nn.Sequential(block)
+
+
+class TinyDetector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(OrderedDict(body=TinyBody()))
+        self.head = nn.Conv2d(4, 2, 1)
+
+
+def _randomise(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g))
+    return model
+
+
+def _assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("wrap", ["model", "bare", "module_prefix"])
+def test_full_checkpoint_loads_strictly_in_every_layout(tmp_path, wrap):
+    src = _randomise(TinyDetector(), 0)
+    state = src.state_dict()
+    if wrap == "module_prefix":
+        state = OrderedDict(("module." + k, v) for k, v in state.items())
+    obj = state if wrap == "bare" else {"model": state, "iteration": 7}
+    path = tmp_path / "ckpt.pth"
+    torch.save(obj, path)
+    dst = TinyDetector()
+    extra = DetectronCheckpointer(None, dst).load(str(path), use_latest=False)
+    _assert_same_weights(src, dst)
+    if wrap != "bare":
+        assert extra == {"iteration": 7}
+
+
+def test_checkpoint_that_does_not_fit_reports_every_problem(tmp_path):
+    state = TinyDetector().state_dict()
+    state["head.weight"] = torch.zeros(3, 4, 1, 1)  # wrong shape
+    del state["head.bias"]  # missing
+    state["extra.weight"] = torch.zeros(1)  # unexpected
+    path = tmp_path / "bad.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(RuntimeError) as info:
+        DetectronCheckpointer(None, TinyDetector()).load(str(path), use_latest=False)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert "missing in the file (1)" in msg and "head.bias" in msg
+    assert "unexpected in the file (1)" in msg and "extra.weight" in msg
+    assert "head.weight: model (2, 4, 1, 1) vs file (3, 4, 1, 1)" in msg
+
+
+def test_pth_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "payload": os.getcwd}, path)  # a function reference: would need code to rebuild
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load .*evil.pth"):
+        Checkpointer(TinyDetector()).load(str(path), use_latest=False)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pkl_with_code_is_refused_naming_file_and_global(tmp_path):
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"blobs": {"conv1_w": _Evil()}}, f)
+    with pytest.raises(UnsafePickleError) as info:
+        safe_load_pickle(path)
+    assert "evil.pkl" in str(info.value)
+    assert "system" in str(info.value)
+
+
+def test_c2_names_are_renamed():
+    assert rename_c2_resnet_key("conv1_w") == "stem.conv1.weight"
+    assert rename_c2_resnet_key("res_conv1_bn_s") == "stem.bn1.weight"
+    assert rename_c2_resnet_key("res2_0_branch2a_w") == "layer1.0.conv1.weight"
+    assert rename_c2_resnet_key("res4_5_branch2c_bn_b") == "layer3.5.bn3.bias"
+    assert rename_c2_resnet_key("res3_0_branch1_w") == "layer2.0.downsample.0.weight"
+    assert rename_c2_resnet_key("res3_0_branch1_bn_s") == "layer2.0.downsample.1.weight"
+    assert rename_c2_resnet_key("fc1000_w") is None
+
+
+def test_detectron_pkl_initialises_the_backbone_by_suffix(tmp_path):
+    rng = np.random.default_rng(0)
+    blobs = {
+        "conv1_w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "res_conv1_bn_s": rng.standard_normal(4).astype(np.float32),
+        "res_conv1_bn_b": rng.standard_normal(4).astype(np.float32),
+        "res2_0_branch2a_w": rng.standard_normal((4, 4, 1, 1)).astype(np.float32),
+        "res2_0_branch2a_bn_s": rng.standard_normal(4).astype(np.float32),
+        "res2_0_branch2a_bn_b": rng.standard_normal(4).astype(np.float32),
+        "fc1000_w": rng.standard_normal((10, 4)).astype(np.float32),
+    }
+    path = tmp_path / "R-tiny.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"blobs": blobs}, f, protocol=2)
+    state = load_c2_format(str(path))
+    assert "fc1000_w" not in state and "stem.conv1.weight" in state
+    model = TinyDetector()
+    DetectronCheckpointer(None, model).load(str(path), use_latest=False)
+    body = model.backbone.body
+    assert torch.equal(body.stem.conv1.weight, torch.from_numpy(blobs["conv1_w"]))
+    assert torch.equal(body.layer1[0].bn1.bias, torch.from_numpy(blobs["res2_0_branch2a_bn_b"]))
+
+
+def test_torchvision_classifier_state_dict_maps_onto_the_body(tmp_path):
+    tv = nn.Module()
+    tv.conv1 = nn.Conv2d(3, 4, 3, bias=False)
+    tv.bn1 = nn.BatchNorm2d(4)
+    tv.layer1 = TinyBody().layer1
+    tv.fc = nn.Linear(4, 10)
+    _randomise(tv, 3)
+    mapped = convert_torchvision_state_dict(tv.state_dict())
+    assert "stem.conv1.weight" in mapped and not any(k.startswith("fc.") for k in mapped)
+    path = tmp_path / "resnet_tiny.pth"
+    torch.save(tv.state_dict(), path)
+    model = TinyDetector()
+    DetectronCheckpointer(None, model).load(str(path), use_latest=False)
+    assert torch.equal(model.backbone.body.stem.bn1.running_var, tv.bn1.running_var)
+    assert torch.equal(model.backbone.body.layer1[0].conv1.weight, tv.layer1[0].conv1.weight)
+
+
+def test_suffix_matching_prefers_the_longest_suffix():
+    model_state = {"a.layer1.0.conv1.weight": torch.zeros(1), "a.stem.conv1.weight": torch.zeros(2)}
+    loaded = {"conv1.weight": torch.ones(2), "layer1.0.conv1.weight": torch.ones(1)}
+    new, report = match_state_dict(model_state, loaded, by_suffix=True)
+    assert new["a.layer1.0.conv1.weight"].shape == (1,)
+    assert new["a.stem.conv1.weight"].shape == (2,)
+    assert report.ok
+
+
+def test_save_is_atomic_and_resume_uses_last_checkpoint(tmp_path):
+    model = _randomise(TinyDetector(), 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ck = Checkpointer(model, opt, save_dir=str(tmp_path), save_to_disk=True)
+    ck.save("model_0000010", iteration=10)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000010.pth"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
+    fresh = TinyDetector()
+    extra = Checkpointer(fresh, torch.optim.SGD(fresh.parameters(), lr=0.1), save_dir=str(tmp_path)).load()
+    assert extra == {"iteration": 10}
+    _assert_same_weights(model, fresh)
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model = TinyDetector()
+    ck = Checkpointer(model, save_dir=str(tmp_path), save_to_disk=True)
+    ck.save("model_a")
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        ck.save("model_b")
+    assert (tmp_path / "last_checkpoint").read_text() == "model_a.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_a.pth"]
+
+
+def test_catalog_names_and_offline_error(tmp_path, monkeypatch):
+    url = ModelCatalog.get("ImageNetPretrained/MSRA/R-50")
+    assert url == "https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/MSRA/R-50.pkl"
+    with pytest.raises(KeyError, match="unknown catalog name"):
+        ModelCatalog.get("ImageNetPretrained/MSRA/R-49")
+    assert url_filename("https://x.org/plus/s/abc/download#mobilenet_v2-ecbe2b5.pth") == "mobilenet_v2-ecbe2b5.pth"
+
+    def offline(url, dst, progress=True):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError) as info:
+        cache_url(url, model_dir=str(tmp_path))
+    msg = str(info.value)
+    assert url in msg and str(tmp_path / "R-50.pkl") in msg
+    # a file put there by hand is used without any download
+    (tmp_path / "R-50.pkl").write_bytes(b"x")
+    assert cache_url(url, model_dir=str(tmp_path)) == str(tmp_path / "R-50.pkl")
+
+
+def test_load_state_dict_non_strict_reports_and_copies():
+    model = TinyDetector()
+    state = {"head.weight": torch.ones(2, 4, 1, 1)}
+    report = load_state_dict(model, state, strict=False)
+    assert report.loaded == ["head.weight"]
+    assert "head.bias" in report.missing
+    assert torch.equal(model.head.weight, torch.ones(2, 4, 1, 1))
