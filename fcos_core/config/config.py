@@ -18,6 +18,7 @@ import warnings
 
 from yacs.config import CfgNode as _YacsCfgNode
 
+
 __all__ = ["CfgNode", "UnknownConfigKeyError", "resolve_device"]
 
 
@@ -91,11 +92,16 @@ class CfgNode(_YacsCfgNode):
         ``["MODEL.FCOS.NUM_CONVS", "2"]``.
         """
         self._check_mutable()
-        keys = list(cfg_list[0::2]) if len(cfg_list) % 2 == 0 else []
-        for full_key in keys:
+        if len(cfg_list) % 2:
+            raise ValueError(
+                "Config overrides must come in KEY VALUE pairs, got an odd number of items: {}".format(list(cfg_list))
+            )
+        widened = []
+        for full_key, value in zip(cfg_list[0::2], cfg_list[1::2]):
             if not self._has_key(full_key):
                 self._raise_unknown(full_key, "the command-line overrides")
-        super().merge_from_list(cfg_list)
+            widened += [full_key, _widen(self._decode_cfg_value(value), self._default_of(full_key))]
+        super().merge_from_list(widened)
 
     # ------------------------------------------------------------------ #
     # internals
@@ -103,6 +109,7 @@ class CfgNode(_YacsCfgNode):
     def _merge_checked(self, other, source):
         self._check_mutable()
         self._check_known_keys(other, self, [], source)
+        _widen_tree(other, self)
         try:
             super().merge_from_other_cfg(other)
         except ValueError as err:
@@ -134,6 +141,14 @@ class CfgNode(_YacsCfgNode):
         # both have their own messages, so leave them to it.
         return self.key_is_deprecated(full_key) or self.key_is_renamed(full_key)
 
+    def _default_of(self, full_key):
+        node = self
+        for part in full_key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
     def _has_key(self, full_key):
         node = self
         for part in full_key.split("."):
@@ -148,6 +163,25 @@ class CfgNode(_YacsCfgNode):
         if suggestion is not None:
             msg += "; did you mean '{}'?".format(suggestion)
         raise UnknownConfigKeyError(msg)
+
+
+def _widen(value, default):
+    """An int given for a float key becomes a float (``BASE_LR 1`` means 1.0); yacs would refuse it."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _widen_tree(other, node):
+    """Apply :func:`_widen` in place to every leaf of ``other`` that ``node`` defines."""
+    if not isinstance(other, dict) or not isinstance(node, dict):
+        return
+    for name in list(other.keys()):
+        if name in node:
+            if isinstance(other[name], dict):
+                _widen_tree(other[name], node[name])
+            else:
+                other[name] = _widen(other[name], node[name])
 
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda)(:(\d+))?$")

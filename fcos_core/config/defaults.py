@@ -260,12 +260,12 @@ _C.SOLVER.LR_SCHEDULER = "WarmupMultiStepLR"
 _C.SOLVER.MAX_ITER = 40000
 _C.SOLVER.BASE_LR = 0.001
 # Biases get BASE_LR * BIAS_LR_FACTOR and WEIGHT_DECAY_BIAS.
-_C.SOLVER.BIAS_LR_FACTOR = 2
+_C.SOLVER.BIAS_LR_FACTOR = 2.0
 # Learning-rate factor for the offset convs of deformable convolutions.
 _C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.WEIGHT_DECAY = 0.0005
-_C.SOLVER.WEIGHT_DECAY_BIAS = 0
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
 # Multi-step schedule: multiply the lr by GAMMA at each iteration in STEPS.
 _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.STEPS = (30000,)

@@ -73,9 +73,10 @@ class DFConv2d(nn.Module):
     input 2*dg*kh*kw offsets, followed with ``with_modulated_dcn`` by dg*kh*kw mask logits that go
     through a sigmoid; ``conv`` (:class:`DeformConv`) samples the input at the shifted taps.
 
-    Unlike the original (kaiming_uniform(a=1) offset weights) the offset conv starts at zero, as the
-    DCN papers prescribe: offsets are 0 and masks sigmoid(0) = 0.5, so at initialisation the layer
-    is a plain convolution with weight ``conv.weight`` (times 0.5 when modulated, plus ``conv.bias``).
+    As the original, the offset conv starts with kaiming_uniform(a=1) weights and zero bias, so
+    training starts from the same point. With its weights set to zero the offsets are 0 and the
+    masks sigmoid(0) = 0.5: the layer is then a plain convolution with weight ``conv.weight``
+    (times 0.5 when modulated, plus ``conv.bias``).
 
     Arguments follow maskrcnn-benchmark; ``padding`` (the FCOS fork's extra argument) defaults to
     dilation * (kernel_size - 1) // 2. Input [B, in_channels, H, W] -> [B, out_channels, H', W'].
@@ -93,7 +94,7 @@ class DFConv2d(nn.Module):
         num_masks = deformable_groups * taps if with_modulated_dcn else 0
         self.offset = nn.Conv2d(in_channels, self.num_offsets + num_masks, kernel_size=kernel_size,
                                 stride=stride, padding=padding, dilation=dilation, bias=True)
-        nn.init.zeros_(self.offset.weight)
+        nn.init.kaiming_uniform_(self.offset.weight, a=1)
         nn.init.zeros_(self.offset.bias)
         self.conv = DeformConv(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                                dilation=dilation, groups=groups, deformable_groups=deformable_groups,

@@ -19,11 +19,28 @@ def test_state_dict_keys_match_original():
     }
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_modulated_at_init_is_half_a_plain_conv(bias):
-    # offsets start at 0 and masks at sigmoid(0) = 0.5: every sampled tap is halved, the bias is not
+def _zero_offsets(m):
+    with torch.no_grad():
+        m.offset.weight.zero_()
+        m.offset.bias.zero_()
+    return m
+
+
+def test_offset_conv_starts_like_the_original():
+    # kaiming_uniform(a=1) weights (bound sqrt(3 / fan_in)) and a zero bias, as maskrcnn-benchmark
     torch.manual_seed(0)
-    m = DFConv2d(4, 6, bias=bias)
+    m = DFConv2d(8, 16)
+    bound = (3.0 / (8 * 9)) ** 0.5
+    w = m.offset.weight
+    assert w.abs().max() <= bound and w.abs().max() > 0.5 * bound
+    assert bool((m.offset.bias == 0).all())
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_modulated_with_zero_offsets_is_half_a_plain_conv(bias):
+    # offsets 0 and masks sigmoid(0) = 0.5: every sampled tap is halved, the bias is not
+    torch.manual_seed(0)
+    m = _zero_offsets(DFConv2d(4, 6, bias=bias))
     if bias:
         torch.nn.init.normal_(m.conv.bias)
     x = torch.randn(2, 4, 9, 11)
@@ -35,10 +52,10 @@ def test_modulated_at_init_is_half_a_plain_conv(bias):
 
 @pytest.mark.parametrize("stride,dilation,groups,deformable_groups",
                          [(1, 1, 1, 1), (2, 1, 1, 1), (1, 2, 1, 1), (2, 1, 2, 2)])
-def test_plain_dcn_at_init_is_plain_conv(stride, dilation, groups, deformable_groups):
+def test_plain_dcn_with_zero_offsets_is_plain_conv(stride, dilation, groups, deformable_groups):
     torch.manual_seed(0)
-    m = DFConv2d(4, 6, with_modulated_dcn=False, stride=stride, dilation=dilation, groups=groups,
-                 deformable_groups=deformable_groups)
+    m = _zero_offsets(DFConv2d(4, 6, with_modulated_dcn=False, stride=stride, dilation=dilation, groups=groups,
+                               deformable_groups=deformable_groups))
     x = torch.randn(2, 4, 13, 10)
     expected = F.conv2d(x, m.conv.weight, stride=stride, padding=dilation, dilation=dilation, groups=groups)
     y = m(x)
@@ -55,7 +72,7 @@ def test_stride_two_output_shape():
 def test_offset_layout_dy_then_dx_per_tap():
     # offset channels: for each tap k, (dy, dx) at channels 2k, 2k + 1; masks follow
     torch.manual_seed(0)
-    m = DFConv2d(3, 4)
+    m = _zero_offsets(DFConv2d(3, 4))
     with torch.no_grad():
         m.offset.bias[0:18:2] = 0.0   # dy
         m.offset.bias[1:18:2] = 1.0   # dx: sample one pixel to the right

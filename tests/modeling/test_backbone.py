@@ -294,3 +294,21 @@ def test_torchvision_mobilenet_v2_maps_onto_body_and_matches():
             expected.append(y)
     for ours, theirs in zip(body(x), expected):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    # an already flat state dict (the original's ImageNet weights) keeps its keys
+    flat = dict(body.state_dict(), **{"features.18.0.weight": torch.zeros(1),
+                                      "classifier.1.weight": torch.zeros(1)})
+    assert list(torchvision_mobilenet_v2_to_body(flat)) == list(body.state_dict())
+
+
+def test_resnet_norms():
+    cfg = make_cfg("fcos_R_50_FPN_1x", "MODEL.BACKBONE.CONV_BODY", "R-18-FPN-RETINANET",
+                   "MODEL.RESNETS.STEM_FUNC", "StemWithGN",
+                   "MODEL.RESNETS.TRANS_FUNC", "BottleneckWithGN")
+    body = build_backbone(cfg).body
+    assert isinstance(body.stem.bn1, nn.GroupNorm) and body.stem.bn1.num_groups == 32
+    assert isinstance(body.layer4[1].bn2, nn.GroupNorm)
+    assert isinstance(ResNet(depth=18, norm="SyncBN").layer1[0].bn1, nn.SyncBatchNorm)
+    assert isinstance(ResNet(depth=18).layer1[0].bn1, FrozenBatchNorm2d)
+    cfg = make_cfg("fcos_R_50_FPN_1x", "MODEL.RESNETS.STEM_FUNC", "StemWithGN")
+    with pytest.raises(ValueError, match="different norms"):
+        build_backbone(cfg)

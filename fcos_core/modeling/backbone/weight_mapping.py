@@ -42,16 +42,19 @@ def torchvision_mobilenet_v2_to_body(state_dict: Dict[str, Tensor]
     ``features.0.{0,1}.*`` are unchanged; inside a block, torchvision's
     ``conv.0.0/0.1/1.0/1.1/2/3`` become ``conv.0/1/3/4/6/7`` (with expansion) and
     ``conv.0.0/0.1/1/2`` become ``conv.0/1/3/4`` (without); ``features.18`` (1x1 conv to
-    1280) and ``classifier.*`` are dropped.
+    1280) and ``classifier.*`` are dropped. A state dict that is already flat (the
+    ``tonylins/pytorch-mobilenet-v2`` weights the original FCOS starts from) only loses
+    those two.
     """
-    expanding = {m.group(1) for m in map(_MNV2_BLOCK_KEY.match, state_dict)
-                 if m and m.group(2) == "1.0"}
+    matches = [m for m in map(_MNV2_BLOCK_KEY.match, state_dict) if m]
+    nested = any(m.group(2) == "0.0" for m in matches)
+    expanding = {m.group(1) for m in matches if m.group(2) == "1.0"}
     out = OrderedDict()
     for key, value in state_dict.items():
         if key.startswith(("classifier.", "features.18.")):
             continue
         match = _MNV2_BLOCK_KEY.match(key)
-        if match:
+        if match and nested:
             block, layer, leaf = match.groups()
             table = _MNV2_EXPANDING if block in expanding else _MNV2_NOT_EXPANDING
             key = "features.{}.conv.{}.{}".format(block, table[layer], leaf)
