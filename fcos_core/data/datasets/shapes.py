@@ -89,13 +89,14 @@ def _draw_shape(canvas, shape, color):
 def _object_sizes(rng, short, count):
     """Circumscribed diameters (pixels) of ``count`` shapes in an image of short side ``short``.
 
-    Log-uniform from MIN_OBJECT, so small objects are common, plus a large object (60-100% of the largest size)
-    in half of the images so that the coarse FPN levels get positives too.
+    Log-uniform from MIN_OBJECT, so small objects are common, plus in half of the images a large one
+    (60-100% of the largest size, skewed towards the top) so that the coarse FPN levels get
+    positives too.
     """
     largest = MAX_OBJECT_FRACTION * short
     sizes = np.exp(rng.uniform(np.log(MIN_OBJECT), np.log(0.6 * short), count))
     if rng.random() < 0.5:
-        sizes[0] = rng.uniform(0.6, 1.0) * largest
+        sizes[0] = (1.0 - 0.4 * rng.random() ** 2) * largest
     return np.clip(sizes, MIN_OBJECT, largest)
 
 

@@ -1,0 +1,18 @@
+"""Batching of dataset samples for the DataLoader."""
+from fcos_core.structures.image_list import to_image_list
+
+
+class BatchCollator(object):
+    """``collate_fn``: a list of (image [3, H_i, W_i], target BoxList, index) samples -> one batch.
+
+    Returns ``(images, targets, indices)``: an ImageList zero-padded at the bottom/right to the
+    largest H and W rounded up to a multiple of ``size_divisible`` (DATALOADER.SIZE_DIVISIBILITY,
+    0 = no rounding), a tuple of the targets and a tuple of the indices.
+    """
+
+    def __init__(self, size_divisible=0):
+        self.size_divisible = size_divisible
+
+    def __call__(self, batch):
+        images, targets, indices = zip(*batch)
+        return to_image_list(images, self.size_divisible), targets, indices

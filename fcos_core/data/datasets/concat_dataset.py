@@ -1,0 +1,32 @@
+"""Several datasets read as one (training on e.g. coco_2014_train + coco_2014_valminusminival)."""
+import bisect
+from collections import Counter
+
+from torch.utils.data import ConcatDataset as _TorchConcatDataset
+
+
+class ConcatDataset(_TorchConcatDataset):
+    """``torch.utils.data.ConcatDataset`` that also answers ``get_img_info`` and ``skipped``.
+
+    ``dataset[i]`` is the sample of the dataset that global index ``i`` falls in; its third element
+    is the index inside that dataset (as in the original).
+    """
+
+    def get_idxs(self, idx):
+        """(dataset index, sample index inside that dataset) of global index ``idx`` (>= 0)."""
+        dataset_idx = bisect.bisect_right(self.cumulative_sizes, idx)
+        sample_idx = idx if dataset_idx == 0 else idx - self.cumulative_sizes[dataset_idx - 1]
+        return dataset_idx, sample_idx
+
+    def get_img_info(self, idx):
+        """``get_img_info`` of the underlying dataset: dict with at least "height" and "width"."""
+        dataset_idx, sample_idx = self.get_idxs(idx)
+        return self.datasets[dataset_idx].get_img_info(sample_idx)
+
+    @property
+    def skipped(self):
+        """Sum of the ``skipped`` Counters of the datasets."""
+        total = Counter()
+        for dataset in self.datasets:
+            total.update(getattr(dataset, "skipped", None) or Counter())
+        return total
