@@ -39,3 +39,13 @@ def reduce_sum(tensor):
     tensor = tensor.clone()
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather(data):
+    """A list with ``data`` (any picklable object) from every process, in rank order."""
+    world_size = get_world_size()
+    if world_size == 1:
+        return [data]
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, data)
+    return gathered
