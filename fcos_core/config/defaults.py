@@ -98,8 +98,10 @@ _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
 # Stride 2 on the 1x1 conv of a bottleneck (MSRA weights) instead of the 3x3
 # (FAIR/Torch weights, e.g. the ResNeXt ImageNet models: set False).
 _C.MODEL.RESNETS.STRIDE_IN_1X1 = True
-# Bottleneck block and stem, by registered name. The default uses
-# FrozenBatchNorm, whose statistics and affine terms never change.
+# Bottleneck block and stem, by registered name; the name chooses the norm layer:
+# *WithFixedBatchNorm (the default: FrozenBatchNorm, statistics and affine terms never change),
+# *WithGN (GroupNorm), and new here *WithBatchNorm (trainable BatchNorm, for training from
+# scratch, as the quickstart does).
 _C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"
 _C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"
 # Dilation of the res5 stage (1 = none).

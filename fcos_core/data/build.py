@@ -6,7 +6,7 @@ import os
 
 import torch.utils.data
 
-from fcos_core.utils.comm import get_world_size
+from fcos_core.utils.comm import get_rank, get_world_size, synchronize
 
 from . import datasets as D
 from . import samplers
@@ -137,7 +137,13 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     catalog = load_dataset_catalog(cfg.PATHS_CATALOG)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     transforms = build_transforms(cfg, is_train)
+    # in a distributed run rank 0 prepares the data first (e.g. generates the shapes dataset) and
+    # the other ranks read it afterwards: each rank reaches exactly one barrier
+    if is_distributed and get_rank() != 0:
+        synchronize()
     datasets = build_dataset(dataset_list, transforms, catalog, is_train)
+    if is_distributed and get_rank() == 0:
+        synchronize()
 
     loaders = []
     for dataset in datasets:

@@ -127,7 +127,8 @@ def test_missing_and_corrupt_images_give_the_next_sample(tmp_path, caplog):
 
 
 def test_image_size_differs_from_json(tmp_path, caplog):
-    ann_file, img_dir = write_coco(tmp_path, [(1, 40, 30)], [{"image_id": 1, "category_id": 1, "bbox": [20, 1, 19, 10]}])
+    ann_file, img_dir = write_coco(tmp_path, [(1, 40, 30)], [
+        {"image_id": 1, "category_id": 1, "bbox": [20, 1, 19, 10]}])
     Image.fromarray(np.zeros((30, 25, 3), np.uint8)).save(os.path.join(img_dir, "1.png"))
     ds = COCODataset(ann_file, img_dir, True)
     with caplog.at_level(logging.WARNING):

@@ -22,7 +22,8 @@ def write_voc(root, images):
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     for name, (w, h, objects) in images.items():
-        objs = "".join(OBJ.format(cls=c, difficult=d, x1=x1, y1=y1, x2=x2, y2=y2) for c, d, x1, y1, x2, y2 in objects)
+        objs = "".join(OBJ.format(cls=c, difficult=d, x1=x1, y1=y1, x2=x2, y2=y2)
+                       for c, d, x1, y1, x2, y2 in objects)
         with open(os.path.join(root, "Annotations", name + ".xml"), "w") as f:
             f.write(XML.format(name=name, w=w, h=h, objects=objs))
         Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(os.path.join(root, "JPEGImages", name + ".jpg"))

@@ -356,8 +356,12 @@ def ensure_shapes_dataset(out_dir, num_images, seed):
             return img_dir, ann_file
         logger.warning("shapes dataset %s has %s, wanted %s: generating it again", out_dir,
                        {k: info.get(k) for k in wanted}, wanted)
-        stale = "{}.old-{}".format(out_dir, uuid.uuid4().hex)
-        os.rename(out_dir, stale)
+        parent, name = os.path.split(os.path.abspath(out_dir))
+        stale = os.path.join(parent, ".{}.old-{}".format(name, uuid.uuid4().hex))
+        try:
+            os.rename(out_dir, stale)
+        except FileNotFoundError:
+            pass  # another process moved it away first; it is regenerating it too
         shutil.rmtree(stale, ignore_errors=True)
     logger.info("generating the shapes dataset (%d images, seed %d) in %s", num_images, seed, out_dir)
     return generate_shapes_dataset(out_dir, num_images, seed)

@@ -154,9 +154,10 @@ class PascalVOCDataset(torch.utils.data.Dataset):
         return out.clip_to_image(remove_empty=True)
 
     def get_groundtruth(self, index):
-        """BoxList xyxy of image ``index`` with "labels" (int64) and "difficult" (bool), image size from the xml."""
+        """BoxList xyxy of image ``index`` with "labels" (int64), "difficult" (bool); size from the xml."""
         record = self._records[index]
-        target = BoxList(torch.from_numpy(record["boxes"].copy()), (record["width"], record["height"]), mode="xyxy")
+        size = (record["width"], record["height"])
+        target = BoxList(torch.from_numpy(record["boxes"].copy()), size, mode="xyxy")
         target.add_field("labels", torch.from_numpy(record["labels"].copy()))
         target.add_field("difficult", torch.from_numpy(record["difficult"].copy()))
         return target

@@ -79,7 +79,9 @@ class Resize(object):
         return image, target.resize(_image_size(image))
 
     def __repr__(self):
-        sizes = self.min_size if len(self.min_size) <= 4 else "{}..{}".format(min(self.min_size), max(self.min_size))
+        sizes = self.min_size
+        if len(sizes) > 4:
+            sizes = "{}..{}".format(min(sizes), max(sizes))
         return "{}(min_size={}, max_size={})".format(self.__class__.__name__, sizes, self.max_size)
 
 

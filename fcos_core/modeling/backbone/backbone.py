@@ -23,6 +23,10 @@ _NORM_OF_FUNC = {
     "BottleneckWithFixedBatchNorm": "FrozenBN",
     "StemWithGN": "GN",
     "BottleneckWithGN": "GN",
+    # New: trainable BatchNorm, for training from scratch where FrozenBN without pretrained
+    # statistics would do nothing (the quickstart); MODEL.USE_SYNCBN turns it into SyncBN.
+    "StemWithBatchNorm": "BN",
+    "BottleneckWithBatchNorm": "BN",
 }
 _RESNET_NAME = re.compile(r"^(?:R-(\d+)|X-(\d+)-(\d+)x(\d+)d)-")
 
