@@ -32,7 +32,7 @@ class DatasetCatalog:
       splits (read from the VOC xml files) and their ``_cocostyle`` variants (COCO json);
     * ``shapes_train`` / ``shapes_val``: the embedded synthetic dataset
       (fcos_core/data/datasets/shapes.py), generated under ``<data root>/shapes/{train,val}`` the
-      first time it is asked for (about 30 s for the default 1500 + 200 images). Environment
+      first time it is asked for (30-45 s on two CPU cores for the default 1500 + 200 images). Environment
       variable ``FCOS_SHAPES_NUM_IMAGES`` (an integer) overrides the number of images of every
       shapes split, e.g. for quick tests; a folder made with another count or seed is replaced;
     * any COCO-format dataset on disk, without editing code: ``"<annotations.json>:<image folder>"``,

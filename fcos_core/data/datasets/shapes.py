@@ -18,7 +18,7 @@ segmentation. The same seed gives the same bytes (one numpy Generator per image,
 (seed, image index)). Generation is atomic: files are written into a hidden temporary folder that is
 renamed to ``out_dir`` at the end, so an interrupted run never leaves a complete-looking dataset.
 
-This module depends on numpy and OpenCV only, so the config's dataset catalog can import it.
+This module uses numpy and OpenCV only (no torch, no other fcos_core module).
 """
 import json
 import logging

@@ -1,0 +1,1 @@
+"""Demo scripts (not installed with fcos_core); ``demo.predictor`` holds :class:`COCODemo`."""
