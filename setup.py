@@ -74,7 +74,9 @@ def get_extensions():
     cpu_sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "*", "*_cpu.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join(CSRC, "*", "*_cuda.cu")))
     define_macros = []
-    extra = {"cxx": ["-O3"]}
+    # -fopenmp: at::parallel_for is inline and runs on one thread unless compiled with OpenMP
+    # (it then shares torch's own OpenMP runtime and thread count).
+    extra = {"cxx": ["-O3", "-fopenmp"]}
     include_dirs = [CSRC]
     if _want_cuda():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -96,6 +98,7 @@ def get_extensions():
             include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
         )
     ]
 

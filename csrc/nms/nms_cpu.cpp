@@ -158,7 +158,11 @@ __attribute__((always_inline)) inline void suppress_run(
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FCOS_NMS_CLONES __attribute__((target_clones("avx2", "avx", "default")))
+#else
+#define FCOS_NMS_CLONES
+#endif
 
 FCOS_NMS_CLONES void suppress_run_float(
     const float* x1, const float* y1, const float* x2, const float* y2, const float* area,
@@ -209,8 +213,14 @@ std::vector<uint8_t> suppress_all(
   std::vector<uint8_t> suppressed(n, 0);
   const T threshold = nms_detail::threshold_below<T>(iou_threshold);
   const int64_t num_groups = static_cast<int64_t>(group_start.size()) - 1;
-  // Parallel over classes only when there is enough work to pay for waking the pool.
-  const int64_t grain = n >= 4096 ? 1 : std::max<int64_t>(num_groups, 1);
+  // Classes are independent; split them across threads only when the pairs to compare (at most
+  // sum n_c^2 / 2) take milliseconds, as waking the pool costs more than small inputs take.
+  double pairs = 0.0;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const double size = static_cast<double>(group_start[g + 1] - group_start[g]);
+    pairs += 0.5 * size * size;
+  }
+  const int64_t grain = pairs >= 8.0e6 ? 1 : std::max<int64_t>(num_groups, 1);
   at::parallel_for(0, num_groups, grain, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       suppress_run_any(

@@ -56,26 +56,27 @@ __global__ void nms_mask_kernel(
 
   __shared__ T cols[kBlockBoxes][5];
   __shared__ label_t col_labels[kBlockBoxes];
-  if (threadIdx.x < col_size) {
-    const int64_t j = col_block * kBlockBoxes + threadIdx.x;
+  const int tid = static_cast<int>(threadIdx.x);
+  if (tid < col_size) {
+    const int64_t j = col_block * kBlockBoxes + tid;
     const T x1 = static_cast<T>(boxes[4 * j]);
     const T y1 = static_cast<T>(boxes[4 * j + 1]);
     const T x2 = static_cast<T>(boxes[4 * j + 2]);
     const T y2 = static_cast<T>(boxes[4 * j + 3]);
-    cols[threadIdx.x][0] = x1;
-    cols[threadIdx.x][1] = y1;
-    cols[threadIdx.x][2] = x2;
-    cols[threadIdx.x][3] = y2;
-    cols[threadIdx.x][4] = box_area(x1, y1, x2, y2, offset);
+    cols[tid][0] = x1;
+    cols[tid][1] = y1;
+    cols[tid][2] = x2;
+    cols[tid][3] = y2;
+    cols[tid][4] = box_area(x1, y1, x2, y2, offset);
     if (labels != nullptr) {
-      col_labels[threadIdx.x] = labels[j];
+      col_labels[tid] = labels[j];
     }
   }
   __syncthreads();
-  if (threadIdx.x >= row_size) {
+  if (tid >= row_size) {
     return;
   }
-  const int64_t i = row_block * kBlockBoxes + threadIdx.x;
+  const int64_t i = row_block * kBlockBoxes + tid;
   const T ix1 = static_cast<T>(boxes[4 * i]);
   const T iy1 = static_cast<T>(boxes[4 * i + 1]);
   const T ix2 = static_cast<T>(boxes[4 * i + 2]);
@@ -83,7 +84,7 @@ __global__ void nms_mask_kernel(
   const T iarea = box_area(ix1, iy1, ix2, iy2, offset);
   const label_t ilabel = labels != nullptr ? labels[i] : label_t(0);
   uint64_t bits = 0;
-  const int start = row_block == col_block ? threadIdx.x + 1 : 0;
+  const int start = row_block == col_block ? tid + 1 : 0;
   for (int k = start; k < col_size; ++k) {
     if (labels != nullptr && !(col_labels[k] == ilabel)) {
       continue;  // different classes never suppress each other (NaN labels equal nothing)

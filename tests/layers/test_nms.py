@@ -69,11 +69,13 @@ def test_ml_nms_matches_reference_int_and_float_labels(seed, dtype, legacy):
 
 @needs_cpu_kernels
 def test_ml_nms_large_input_parallel_path():
-    # 5,000 boxes of 80 classes: the per-class work is split across threads.
-    boxes, scores, labels = make_detections(5000, num_classes=80, seed=3)
-    boxes[:, 2:] += 200  # bigger boxes: more suppression inside each class
+    # 6,000 boxes of 2 classes: enough pairs for the classes to be split across threads (when the
+    # extension is built with OpenMP).
+    boxes, scores, labels = make_detections(6000, num_classes=2, seed=3)
+    boxes[:, 2:] += 100  # bigger boxes: more suppression inside each class
     expected = ml_nms_reference(boxes, scores, labels, 0.6)
     assert torch.equal(ml_nms(boxes, scores, labels, 0.6), expected)
+    assert torch.equal(ml_nms(boxes, scores, labels, 0.6, legacy=False), ml_nms_reference(boxes, scores, labels, 0.6, False))
 
 
 @needs_cpu_kernels
