@@ -1,0 +1,153 @@
+"""The training and testing commands end to end on a tiny generated shapes dataset, and the loop's
+safety nets (non-finite loss, random state, loss curves)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcos_core.engine.trainer import do_train, plot_loss_curves, rng_state, set_rng_state
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64",
+    "MODEL.FCOS.NUM_CONVS", "1",
+    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
+    "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160",
+    "SOLVER.IMS_PER_BATCH", "2", "TEST.IMS_PER_BATCH", "4",
+    "SOLVER.WARMUP_ITERS", "2", "DATALOADER.NUM_WORKERS", "0",
+]
+
+
+def _run(script, args, env_extra, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **env_extra)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / script), *args], cwd=str(ROOT), env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _ap_from_results(folder):
+    return json.loads((folder / "coco_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train_net")
+    env = {"FCOS_DATA_DIR": str(tmp / "data"), "FCOS_SHAPES_NUM_IMAGES": "8"}
+    out = tmp / "out"
+    res = _run("train_net.py", ["--config-file", "configs/quickstart/fcos_shapes.yaml", *TINY,
+                                "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "OUTPUT_DIR", str(out)], env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return tmp, env, out, res
+
+
+def test_train_net_writes_checkpoints_curves_and_evaluation(trained):
+    tmp, env, out, res = trained
+    for name in ("model_0000003.pth", "model_final.pth", "last_checkpoint", "log.txt", "metrics.json",
+                 "loss_curves.png", "config.yml"):
+        assert (out / name).exists(), name
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert records[-1]["iteration"] == 6 and all(math.isfinite(r["loss"]) for r in records)
+    folder = out / "inference" / "shapes_val"
+    assert (folder / "bbox.json").exists() or (folder / "coco_results.json").exists()
+    assert "AP" in (out / "log.txt").read_text()
+
+
+def test_test_net_reproduces_the_ap_of_training(trained):
+    tmp, env, out, _ = trained
+    first = (out / "inference" / "shapes_val" / "coco_results.json").read_text()
+    test_out = tmp / "test_out"
+    res = _run("test_net.py", ["--config-file", "configs/quickstart/fcos_shapes.yaml", *TINY,
+                               "MODEL.WEIGHT", str(out / "model_final.pth"), "OUTPUT_DIR", str(test_out)], env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    again = (test_out / "inference" / "shapes_val" / "coco_results.json").read_text()
+    assert json.loads(again) == json.loads(first)
+
+
+def test_rerunning_a_finished_training_resumes_and_does_nothing(trained):
+    tmp, env, out, _ = trained
+    before = (out / "model_final.pth").stat().st_mtime_ns
+    res = _run("train_net.py", ["--config-file", "configs/quickstart/fcos_shapes.yaml", "--skip-test", *TINY,
+                                "SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(out)], env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "nothing to do" in res.stdout
+    assert (out / "model_final.pth").stat().st_mtime_ns == before
+
+
+def test_wrong_key_on_the_command_line_fails_before_any_work(tmp_path):
+    out = tmp_path / "never"
+    res = _run("train_net.py", ["--config-file", "configs/quickstart/fcos_shapes.yaml",
+                                "SOLVER.BASE_LRR", "0.1", "OUTPUT_DIR", str(out)],
+               {"FCOS_DATA_DIR": str(tmp_path / "data")}, timeout=120)
+    assert res.returncode != 0
+    assert "SOLVER.BASE_LRR" in res.stderr and "SOLVER.BASE_LR" in res.stderr
+    assert not out.exists() and not (tmp_path / "data").exists()
+
+
+class _Saver:
+    def __init__(self):
+        self.saved = []
+
+    def save(self, name, **kwargs):
+        self.saved.append((name, kwargs))
+        return f"/ckpt/{name}.pth"
+
+
+def test_non_finite_loss_saves_the_last_good_state_and_names_the_loss():
+    model = torch.nn.Linear(2, 1)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = model
+
+        def forward(self, images, targets):
+            value = self.lin.weight.sum() * 0 + (float("nan") if images.step == 3 else 1.0)
+            return {"loss_cls": value, "loss_reg": self.lin.weight.sum() * 0}
+
+    class Images:
+        def __init__(self, step):
+            self.step = step
+            self.tensors = torch.zeros(1)
+
+        def to(self, device):
+            return self
+
+    loader = [(Images(i), [], ()) for i in range(1, 6)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
+    saver = _Saver()
+    with pytest.raises(FloatingPointError, match=r"iteration 3: loss_cls = nan"):
+        do_train(Model(), loader, opt, sched, saver, "cpu", 0, {"iteration": 0}, 5)
+    name, kwargs = saver.saved[-1]
+    assert name == "model_last_good" and kwargs["iteration"] == 2
+
+
+def test_rng_state_round_trip_survives_weights_only_load(tmp_path):
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+    path = tmp_path / "rng.pth"
+    torch.save({"rng_state": state}, path)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(torch.load(path, weights_only=True)["rng_state"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_plot_loss_curves(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("".join(json.dumps({"iteration": i, "loss": 1.0 / i, "loss_cls": 0.5 / i, "lr": 0.01}) + "\n"
+                               for i in range(1, 5)))
+    png = plot_loss_curves(str(metrics), str(tmp_path / "curves.png"))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(ValueError, match="no records"):
+        plot_loss_curves(str(tmp_path / "empty.json"), str(tmp_path / "x.png"))
