@@ -29,7 +29,8 @@ Fairness (the same for every model):
 * same thread count (``--threads``, default ``torch.get_num_threads()``), same process, same image;
 * interleaved: each round runs every model once (A B C D A B C D ...); ``--warmup`` rounds are
   discarded, the median of ``--runs`` rounds is reported; ratios are ours / theirs (below 1: ours
-  is faster / smaller);
+  is faster / smaller): the ratio of the medians, and the median over rounds of the ratio within
+  a round ("per round"), which is less sensitive to load that changes between rounds;
 * torchvision models are built with ``weights=None, weights_backbone=None`` and then given the
   backbone configuration their builders use with an ImageNet backbone (as ours has): BatchNorm
   replaced by ``FrozenBatchNorm2d``, stem and ``layer1`` frozen (3 trainable layers, like our
@@ -159,9 +160,7 @@ def build_torchvision(name, size, device="cpu"):
 
 def map_torchvision_fcos(tv_state):
     """torchvision ``fcos_resnet50_fpn`` state dict -> our key names (plus unit Scales)."""
-    from collections import OrderedDict as OD
-
-    out = OD()
+    out = OrderedDict()
     for k, v in tv_state.items():
         if k.endswith("num_batches_tracked"):
             continue
@@ -317,6 +316,14 @@ def interleaved(fns, runs, warmup, device):
     return times
 
 
+def paired_ratio(ours_times, times):
+    """Median over rounds of ours / this in the same round (adjacent in time, so robust to load
+    that changes between rounds); NaN without times."""
+    if not ours_times or not times:
+        return float("nan")
+    return statistics.median(a / b for a, b in zip(ours_times, times))
+
+
 def _n_detections(out):
     if isinstance(out, list) and out and isinstance(out[0], dict):
         return len(out[0]["boxes"])
@@ -393,6 +400,7 @@ def bench_inference(args):
                 median_ms=1e3 * med,
                 min_ms=1e3 * min(t) if t else float("nan"),
                 ratio_ours_over_this=(ours_med / med) if t and name != TV_TRANSFORM else float("nan"),
+                paired_ratio=paired_ratio(ours_t, t) if name != TV_TRANSFORM else float("nan"),
                 scores_above_threshold=above,
                 class_scores=total,
                 detections=detections.get((name, prec)),
@@ -430,6 +438,7 @@ def bench_train(args):
                 median_ms=1e3 * med,
                 min_ms=1e3 * min(t),
                 ratio_ours_over_this=ours_med / med,
+                paired_ratio=paired_ratio(times[(OURS, prec)], t),
                 peak_step_mib=mem.get("peak_step_mib"),
                 held_mib=mem.get("held_mib"),
                 peak_total_mib=peak,
@@ -660,20 +669,21 @@ def markdown(info, inference=None, train=None, ops=None, ops_note=None):
     if inference is not None:
         lines += [
             f"Inference, batch 1, {h}x{w}, median of {info['runs']} interleaved rounds after {info['warmup']} warm-up "
-            f"(ratio = ours / this model, below 1: ours is faster). torchvision times include its "
+            f"(ratio = ours / this model, below 1: ours is faster; 'per round' = median of the ratios of the "
+            f"two models' times in the same round). torchvision times include its "
             f"GeneralizedRCNNTransform (normalisation, identity-scale resize, padding; timed alone in the last row); "
             f"ours gets an already normalised tensor. Classifiers calibrated so that "
             f"{100 * info['candidate_fraction']:g}% of class scores pass each model's own threshold.",
             "",
-            "| model | precision | median ms | min ms | ours / this | scores above threshold | detections |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| model | precision | median ms | min ms | ours / this | ours / this, per round | scores above threshold | detections |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in inference:
             above = "n/a" if r["scores_above_threshold"] is None else f"{r['scores_above_threshold']:,} / {r['class_scores']:,}"
             det = "n/a" if r["detections"] is None else str(r["detections"])
             lines.append(
                 f"| {r['model']} | {r['precision']} | {_fmt(r['median_ms'])} | {_fmt(r['min_ms'])} "
-                f"| {_fmt(r['ratio_ours_over_this'], '.3f')} | {above} | {det} |"
+                f"| {_fmt(r['ratio_ours_over_this'], '.3f')} | {_fmt(r['paired_ratio'], '.3f')} | {above} | {det} |"
             )
         lines.append("")
     if train is not None:
@@ -685,17 +695,17 @@ def markdown(info, inference=None, train=None, ops=None, ops_note=None):
                "'held' = parameters + buffers + momentum; 'max RSS' = the child's peak resident set size "
                "(includes the Python and library footprint)." if method else "Peak memory: not measured."),
             "",
-            "| model | precision | median ms | min ms | ours / this | peak step MiB | held MiB | peak total MiB | ours / this (memory) | max RSS MiB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | precision | median ms | min ms | ours / this | ours / this, per round | peak step MiB | held MiB | peak total MiB | ours / this (memory) | max RSS MiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in train:
             lines.append(
                 f"| {r['model']} | {r['precision']} | {_fmt(r['median_ms'])} | {_fmt(r['min_ms'])} "
-                f"| {_fmt(r['ratio_ours_over_this'], '.3f')} | {_fmt(r['peak_step_mib'], '.0f')} | {_fmt(r['held_mib'], '.0f')} "
+                f"| {_fmt(r['ratio_ours_over_this'], '.3f')} | {_fmt(r['paired_ratio'], '.3f')} | {_fmt(r['peak_step_mib'], '.0f')} | {_fmt(r['held_mib'], '.0f')} "
                 f"| {_fmt(r['peak_total_mib'], '.0f')} | {_fmt(r['memory_ratio_ours_over_this'], '.3f')} | {_fmt(r['max_rss_mib'], '.0f')} |"
             )
             if r.get("memory_error"):
-                lines.append(f"|  | memory error: {r['memory_error']} | | | | | | | | |")
+                lines.append(f"|  | memory error: {r['memory_error']} | | | | | | | | | |")
         lines.append("")
     if ops is not None or ops_note:
         lines += [f"Ops: {ops_note}", ""]

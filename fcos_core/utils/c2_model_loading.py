@@ -12,6 +12,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from fcos_core.utils.imagenet_weights import torchvision_mobilenet_v2_to_body, torchvision_resnet_to_body
+
 # The only globals a Detectron weight file needs: numpy arrays and their dtypes.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -104,27 +106,16 @@ def load_c2_format(path):
     return state
 
 
-def rename_torchvision_key(name):
-    """torchvision ImageNet classifier key to our backbone body key, or None to drop it.
-
-    ResNet/ResNeXt: ``conv1.*``/``bn1.*`` -> ``stem.conv1.*``/``stem.bn1.*``, ``layerN.*`` kept,
-    ``fc.*`` dropped. MobileNetV2: ``features.*`` kept, ``classifier.*`` dropped.
-    """
-    if name.startswith(("fc.", "classifier.")):
-        return None
-    if name.startswith(("conv1.", "bn1.")):
-        return "stem." + name
-    return name
-
-
 def convert_torchvision_state_dict(state_dict):
-    """A torchvision ImageNet state dict renamed with :func:`rename_torchvision_key`."""
-    out = OrderedDict()
-    for name, value in state_dict.items():
-        key = rename_torchvision_key(name)
-        if key is not None:
-            out[key] = value
-    return out
+    """A torchvision ImageNet classifier state dict with our backbone body's key names.
+
+    ResNet/ResNeXt through :func:`~fcos_core.utils.imagenet_weights.torchvision_resnet_to_body`,
+    MobileNetV2 (``features.*``) through
+    :func:`~fcos_core.utils.imagenet_weights.torchvision_mobilenet_v2_to_body`.
+    """
+    if any(k.startswith("features.") for k in state_dict):
+        return torchvision_mobilenet_v2_to_body(state_dict)
+    return torchvision_resnet_to_body(state_dict)
 
 
 def looks_like_torchvision_classifier(state_dict):

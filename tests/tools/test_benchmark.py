@@ -35,9 +35,10 @@ def test_inference_table(bench, tmp_path):
         assert r["median_ms"] > 0 and len(r["times_ms"]) == 1
     by_name = {r["model"]: r for r in rows}
     assert by_name[bench.OURS]["ratio_ours_over_this"] == pytest.approx(1.0)
+    assert by_name[bench.OURS]["paired_ratio"] == pytest.approx(1.0)
     for name in bench.INFERENCE_MODELS:
         r = by_name[name]
-        assert r["ratio_ours_over_this"] > 0
+        assert r["ratio_ours_over_this"] > 0 and r["paired_ratio"] > 0
         # calibration leaves some, but not all, class scores above the threshold
         assert 0 < r["scores_above_threshold"] < r["class_scores"]
         assert r["detections"] is not None and r["detections"] >= 0
@@ -45,7 +46,7 @@ def test_inference_table(bench, tmp_path):
     saved = json.loads(out_json.read_text())
     assert set(saved) == {"info", "inference"} and saved["info"]["size"] == [64, 96]
     text = out_md.read_text()
-    assert "| model | precision | median ms | min ms | ours / this | scores above threshold | detections |" in text
+    assert "| model | precision | median ms | min ms | ours / this | ours / this, per round | scores above threshold | detections |" in text
     for name in [*bench.INFERENCE_MODELS, bench.TV_TRANSFORM]:
         assert sum(line.startswith(f"| {name} |") for line in text.splitlines()) == 1
     assert "GeneralizedRCNNTransform" in text  # says that torchvision's time includes its transform
@@ -65,7 +66,7 @@ def test_train_table_and_child_memory(bench):
     assert mem["peak_total_mib"] == pytest.approx(mem["held_mib"] + mem["peak_step_mib"])
     assert mem["max_rss_mib"] > mem["held_mib"]
     text = bench.markdown(bench.machine_info(args), train=rows)
-    assert "| model | precision | median ms | min ms | ours / this | peak step MiB |" in text
+    assert "| model | precision | median ms | min ms | ours / this | ours / this, per round | peak step MiB |" in text
     assert sum(line.startswith("| " + bench.OURS + " |") for line in text.splitlines()) == 1
 
 

@@ -222,3 +222,24 @@ def test_load_state_dict_non_strict_reports_and_copies():
     assert report.loaded == ["head.weight"]
     assert "head.bias" in report.missing
     assert torch.equal(model.head.weight, torch.ones(2, 4, 1, 1))
+
+
+def test_torchvision_mobilenet_v2_initialises_the_mnv2_body(tmp_path):
+    import torchvision
+
+    from fcos_core.config import cfg
+    from fcos_core.modeling.detector import build_detection_model
+
+    c = cfg.clone()
+    c.merge_from_file(str(__import__("pathlib").Path(__file__).resolve().parents[2] / "configs/fcos/fcos_bn_bs16_MNV2_FPN_1x.yaml"))
+    c.merge_from_list(["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"])
+    model = build_detection_model(c)
+    tv = _randomise(torchvision.models.mobilenet_v2(weights=None), 5)
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(tv.state_dict(), path)
+    report = DetectronCheckpointer(None, model).load(str(path), use_latest=False)
+    assert report == {}
+    body = model.backbone.body
+    # a block with expansion: torchvision conv.1.0 (depthwise) is our conv.3
+    assert torch.equal(body.features[2].conv[3].weight, tv.features[2].conv[1][0].weight)
+    assert torch.equal(body.features[0][0].weight, tv.features[0][0].weight)
