@@ -29,7 +29,7 @@ class FrozenBatchNorm2d(nn.Module):
         bias = self.bias - self.running_mean * scale
         scale = scale.reshape(1, -1, 1, 1).to(x.dtype)
         bias = bias.reshape(1, -1, 1, 1).to(x.dtype)
-        return x * scale + bias
+        return x.mul(scale).add_(bias)  # one output tensor instead of two
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
