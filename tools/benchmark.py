@@ -66,6 +66,8 @@ from collections import OrderedDict
 
 import torch
 
+from fcos_core.utils.imagenet_weights import torchvision_fcos_to_detector
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -160,24 +162,7 @@ def build_torchvision(name, size, device="cpu"):
 
 def map_torchvision_fcos(tv_state):
     """torchvision ``fcos_resnet50_fpn`` state dict -> our key names (plus unit Scales)."""
-    out = OrderedDict()
-    for k, v in tv_state.items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        n = k.replace("backbone.body.conv1.", "backbone.body.stem.conv1.").replace("backbone.body.bn1.", "backbone.body.stem.bn1.")
-        for i in range(3):
-            n = n.replace(f"backbone.fpn.inner_blocks.{i}.0.", f"backbone.fpn.fpn_inner{i + 2}.")
-            n = n.replace(f"backbone.fpn.layer_blocks.{i}.0.", f"backbone.fpn.fpn_layer{i + 2}.")
-        n = n.replace("backbone.fpn.extra_blocks.", "backbone.fpn.top_blocks.")
-        n = n.replace("head.classification_head.conv.", "rpn.head.cls_tower.")
-        n = n.replace("head.classification_head.cls_logits.", "rpn.head.cls_logits.")
-        n = n.replace("head.regression_head.conv.", "rpn.head.bbox_tower.")
-        n = n.replace("head.regression_head.bbox_reg.", "rpn.head.bbox_pred.")
-        n = n.replace("head.regression_head.bbox_ctrness.", "rpn.head.centerness.")
-        out[n] = v
-    for i in range(5):
-        out[f"rpn.head.scales.{i}.scale"] = torch.ones(1)
-    return out
+    return torchvision_fcos_to_detector(tv_state)
 
 
 # --------------------------------------------------------------------------------------------

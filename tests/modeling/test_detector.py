@@ -13,6 +13,7 @@ from fcos_core.modeling.detector import build_detection_model
 from fcos_core.modeling.rpn.fcos.loss import flatten_level_outputs
 from fcos_core.structures.bounding_box import BoxList
 from fcos_core.utils.checkpoint import DetectronCheckpointer
+from fcos_core.utils.imagenet_weights import torchvision_fcos_to_detector
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "spec"
@@ -106,28 +107,6 @@ def test_released_checkpoint_layout_loads_strictly(tmp_path, config, spec, layou
             assert params[key].requires_grad == ("requires_grad=False" not in kind), key
 
 
-def _map_torchvision_fcos(tv_state):
-    """torchvision fcos_resnet50_fpn state dict -> our key names."""
-    out = OrderedDict()
-    for k, v in tv_state.items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        n = k
-        n = n.replace("backbone.body.conv1.", "backbone.body.stem.conv1.")
-        n = n.replace("backbone.body.bn1.", "backbone.body.stem.bn1.")
-        for i in range(3):
-            n = n.replace(f"backbone.fpn.inner_blocks.{i}.0.", f"backbone.fpn.fpn_inner{i + 2}.")
-            n = n.replace(f"backbone.fpn.layer_blocks.{i}.0.", f"backbone.fpn.fpn_layer{i + 2}.")
-        n = n.replace("backbone.fpn.extra_blocks.", "backbone.fpn.top_blocks.")
-        n = n.replace("head.classification_head.conv.", "rpn.head.cls_tower.")
-        n = n.replace("head.classification_head.cls_logits.", "rpn.head.cls_logits.")
-        n = n.replace("head.regression_head.conv.", "rpn.head.bbox_tower.")
-        n = n.replace("head.regression_head.bbox_reg.", "rpn.head.bbox_pred.")
-        n = n.replace("head.regression_head.bbox_ctrness.", "rpn.head.centerness.")
-        out[n] = v
-    return out
-
-
 def assert_close_to_scale(actual, expected, tol=1e-4):
     """Equal to ``tol`` relative to the tensor's scale: random ResNet weights give activations in
     the thousands, where float32 rounding alone exceeds any fixed absolute tolerance."""
@@ -163,7 +142,7 @@ def test_forward_parity_with_torchvision_fcos():
             m.eps = 0.0
     c = load_cfg("fcos_imprv_R_50_FPN_1x.yaml", "MODEL.RESNETS.STRIDE_IN_1X1", "False")
     ours = build_detection_model(c).eval()
-    mapped = _map_torchvision_fcos(tv.state_dict())
+    mapped = torchvision_fcos_to_detector(tv.state_dict(), add_scales=False)
     missing = set(ours.state_dict()) - set(mapped)
     assert missing == {f"rpn.head.scales.{i}.scale" for i in range(5)}
     for i in range(5):
