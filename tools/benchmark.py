@@ -66,11 +66,11 @@ from collections import OrderedDict
 
 import torch
 
-from fcos_core.utils.imagenet_weights import torchvision_fcos_to_detector
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
+if ROOT not in sys.path:  # run from a checkout that is not pip-installed
     sys.path.insert(0, ROOT)
+
+from fcos_core.utils.imagenet_weights import torchvision_fcos_to_detector  # noqa: E402
 
 OURS_CONFIG = "fcos_R_50_FPN_1x.yaml"
 OURS = "ours fcos_R_50_FPN_1x"
