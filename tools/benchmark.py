@@ -497,23 +497,14 @@ def make_train_step(name, size, seed, device, amp=False):
 
 def profiled_peak_bytes(fn):
     """Peak of CPU tensor memory allocated by ``fn`` above what was allocated before it, from the
-    allocation/free events of ``torch.profiler.profile(profile_memory=True)``."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
-        fn()
-    allocation = torch._C._profiler._EventType.Allocation
-    events = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        stack.extend(node.children)
-        if node.tag == allocation and str(node.extra_fields.device) == "cpu":
-            events.append((node.start_time_ns, node.extra_fields.alloc_size))
-    running = peak = 0
-    for _, size in sorted(events, key=lambda e: e[0]):  # frees have negative sizes
-        running += size
-        peak = max(peak, running)
-    return peak
+    allocation/free events of ``torch.profiler.profile(profile_memory=True)`` (the measurement of
+    ``tools/benchmark_ops.py``, shared so both scripts count memory the same way)."""
+    tools = os.path.dirname(os.path.abspath(__file__))
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import benchmark_ops
+
+    return benchmark_ops.extra_peak_bytes(fn, "cpu")
 
 
 def peak_rss_mib():
