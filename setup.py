@@ -111,7 +111,8 @@ setup(
     packages=find_packages(exclude=("configs", "tests", "tests.*", "tools", "demo")),
     python_requires=">=3.9",
     install_requires=["yacs", "numpy", "tqdm", "matplotlib", "pycocotools", "opencv-python-headless", "ninja"],
-    extras_require={"dev": ["pytest"]},
+    # onnx and onnxruntime: tools/export_onnx.py and its tests (tests/export)
+    extras_require={"dev": ["pytest", "onnx", "onnxruntime"], "export": ["onnx", "onnxruntime"]},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -1,0 +1,1 @@
+"""Exporting the detector for deployment (ONNX); a layer above ``modeling``, like ``engine``."""

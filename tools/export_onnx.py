@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Export a trained FCOS to ONNX.
+
+    python tools/export_onnx.py --config-file F [--output model.onnx] [--no-postprocess]
+        [--opset 17] [KEY VALUE ...]          # e.g. MODEL.WEIGHT model.pth
+
+The graph takes one input, ``image``: float32 [1, 3, H, W] with any H and W, the image after the
+test transforms (resized so that the short side is INPUT.MIN_SIZE_TEST, capped by
+INPUT.MAX_SIZE_TEST, then normalised: BGR 0-255 minus INPUT.PIXEL_MEAN for the original configs),
+not padded. It returns ``boxes`` [K, 4] (xyxy, pixels of the input tensor), ``scores`` [K] and
+``labels`` [K] (1..C), highest score first: the detections of the PyTorch model, including the
+class-aware NMS with the original's +1 IoU. ``--no-postprocess`` exports the backbone and head
+only: ``cls_logits_<l>``, ``bbox_reg_<l>``, ``centerness_<l>`` per FPN level. See
+fcos_core/export/onnx.py for the exact contract and the known tie / rounding differences.
+
+MODEL.WEIGHT may be a path, a URL or a model-zoo name (``fcos_imprv_R_50_FPN_1x``).
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+from fcos_core.config import load_config
+from fcos_core.export.onnx import export_onnx
+from fcos_core.modeling.detector import build_detection_model
+from fcos_core.utils.checkpoint import DetectronCheckpointer
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Export FCOS to ONNX")
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    parser.add_argument("--output", default="model.onnx", metavar="FILE", help="ONNX file to write")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="export the backbone and head only (raw per-level outputs)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # the exported graph runs on the CPU wherever it goes; tracing on the CPU avoids device constants
+    cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
+    if not cfg.MODEL.WEIGHT or cfg.MODEL.WEIGHT.startswith("catalog://"):
+        print("warning: MODEL.WEIGHT is {!r}: exporting an untrained detector".format(cfg.MODEL.WEIGHT),
+              file=sys.stderr)
+    model = build_detection_model(cfg).eval()
+    DetectronCheckpointer(cfg, model).load(cfg.MODEL.WEIGHT or None, use_latest=False)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(folder, exist_ok=True)
+    names = export_onnx(model, args.output, postprocess=not args.no_postprocess, opset=args.opset)
+    print("wrote {} (opset {}): input image [1, 3, H, W] -> {}".format(args.output, args.opset, ", ".join(names)))
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    sys.exit(main())
