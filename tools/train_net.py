@@ -102,7 +102,7 @@ def train(cfg, local_rank, distributed, logger):
         model, data_loader, optimizer, scheduler, checkpointer, cfg.MODEL.DEVICE, cfg.SOLVER.CHECKPOINT_PERIOD,
         arguments, cfg.SOLVER.MAX_ITER, amp_dtype=amp_dtype, grad_scaler=scaler,
         clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM, channels_last=cfg.SOLVER.CHANNELS_LAST,
-        metrics_path=metrics_path, logger=logger,
+        log_period=cfg.SOLVER.LOG_PERIOD, metrics_path=metrics_path, logger=logger,
     )
     skips = data_skip_counts(data_loader.dataset)
     if skips:
@@ -143,7 +143,7 @@ def main(argv=None):
     args = parse_args(argv)
     distributed = setup_distributed(args.local_rank)
     load_config(args)
-    seed_all_rng(1234 + get_rank())
+    seed_all_rng(cfg.SEED + get_rank())
     if cfg.OUTPUT_DIR and get_rank() == 0:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger = setup_logger("fcos_core", cfg.OUTPUT_DIR, get_rank())

@@ -278,6 +278,8 @@ _C.SOLVER.WARMUP_ITERS = 500
 _C.SOLVER.WARMUP_METHOD = "linear"
 # Save a checkpoint every this many iterations.
 _C.SOLVER.CHECKPOINT_PERIOD = 2500
+# (new) Log (and append to OUTPUT_DIR/metrics.json) every this many iterations.
+_C.SOLVER.LOG_PERIOD = 20
 # Images per training batch over all processes (16 = 8 GPUs x 2 images).
 _C.SOLVER.IMS_PER_BATCH = 16
 # (new) Clip the global gradient L2 norm to this value; 0 disables clipping.
@@ -320,5 +322,10 @@ _C.TEST.BBOX_AUG.SCALE_H_FLIP = False
 # ---------------------------------------------------------------------------- #
 # Checkpoints, logs and evaluation results go here.
 _C.OUTPUT_DIR = "."
+# (new) Seed of the model initialisation (SEED + rank in each process) and of
+# the training data: the images of each iteration and their random
+# augmentation depend on (SEED, iteration) only, so a resumed run sees the
+# same data as an uninterrupted one.
+_C.SEED = 1234
 # Python file that maps dataset names and "catalog://" weights to paths/URLs.
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")

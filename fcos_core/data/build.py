@@ -67,12 +67,20 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
     return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]
 
 
-def make_data_sampler(dataset, shuffle, distributed):
-    """Index sampler: this process's share when ``distributed``, else all indices (shuffled or in order)."""
-    if distributed:
-        return samplers.DistributedSampler(dataset, shuffle=shuffle)
+def make_data_sampler(dataset, shuffle, distributed, seed=0):
+    """Index sampler: this process's share when ``distributed``, else all indices.
+
+    ``shuffle`` (training): a :class:`~.samplers.TrainingSampler` seeded with ``seed``, in one process
+    too, whose global order does not depend on the number of processes and whose indices carry
+    the seed of each sample's augmentation. Otherwise (testing) the indices in order: a contiguous
+    block per process when ``distributed``.
+    """
     if shuffle:
-        return torch.utils.data.sampler.RandomSampler(dataset)
+        if distributed:
+            return samplers.TrainingSampler(dataset, seed=seed)
+        return samplers.TrainingSampler(dataset, num_replicas=1, rank=0, seed=seed)
+    if distributed:
+        return samplers.DistributedSampler(dataset, shuffle=False)
     return torch.utils.data.sampler.SequentialSampler(dataset)
 
 
@@ -117,7 +125,10 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     """DataLoader(s) from the config.
 
     Training: ONE loader over DATASETS.TRAIN (concatenated), shuffled, iteration based: it yields
-    SOLVER.MAX_ITER - start_iter batches of SOLVER.IMS_PER_BATCH / world size images.
+    SOLVER.MAX_ITER - start_iter batches of SOLVER.IMS_PER_BATCH / world size images. The images
+    of each iteration and their random augmentation are a function of (SEED, iteration) only: a
+    run resumed at ``start_iter`` sees what an uninterrupted one would, and without aspect-ratio
+    grouping N processes together see the batches of one process.
     Testing: a LIST of loaders, one per DATASETS.TEST name, in order, TEST.IMS_PER_BATCH / world size
     images per batch, each image once (per process share when distributed).
 
@@ -147,7 +158,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
 
     loaders = []
     for dataset in datasets:
-        sampler = make_data_sampler(dataset, shuffle, is_distributed)
+        sampler = make_data_sampler(dataset, shuffle, is_distributed, seed=cfg.SEED)
         batch_sampler = make_batch_data_sampler(dataset, sampler, aspect_grouping, images_per_gpu, num_iters,
                                                 start_iter)
         loaders.append(torch.utils.data.DataLoader(

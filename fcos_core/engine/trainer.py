@@ -119,11 +119,15 @@ def do_train(
         data_loader: yields (ImageList, targets, image ids) for iterations
             ``start_iter + 1 .. max_iter`` (an iteration-based batch sampler).
         checkpointer: saves ``model_XXXXXXX.pth`` every ``checkpoint_period`` iterations and
-            ``model_final.pth`` at the end, with ``arguments`` and the random state, so that
-            running the same command again resumes.
+            ``model_final.pth`` at the end, with ``arguments``, the random state and the
+            ``grad_scaler``'s state ("scaler"), so that running the same command again resumes.
         amp_dtype: torch.float16 / torch.bfloat16 for autocast, or None for float32.
         grad_scaler: a ``torch.amp.GradScaler`` when training in float16.
-        metrics_path: JSON-lines file that receives one record per logged iteration.
+        log_period: log every this many iterations (and at the last).
+        metrics_path: JSON-lines file that receives one record per logged iteration (rank 0):
+            "iteration", "lr", the median of each meter over its window (e.g. "loss") and under
+            "latest" the meters' values of the logged iteration itself (losses averaged over
+            the processes).
 
     Raises:
         FloatingPointError: a loss became NaN or infinite; the weights before that iteration
@@ -163,17 +167,26 @@ def do_train(
             if iteration % log_period == 0 or iteration == max_iter:
                 _log(logger, meters, iteration, max_iter, lr, device, metrics_path)
             if checkpoint_period > 0 and iteration % checkpoint_period == 0 and iteration != max_iter:
-                checkpointer.save(f"model_{iteration:07d}", rng_state=rng_state(), **arguments)
+                checkpointer.save(f"model_{iteration:07d}", **_resume_state(arguments, grad_scaler))
     finally:
         progress.close()
     if iteration >= max_iter:
-        checkpointer.save("model_final", rng_state=rng_state(), **arguments)
+        checkpointer.save("model_final", **_resume_state(arguments, grad_scaler))
     total_time = time.time() - start_time
     done = max(iteration - start_iter, 1)
     logger.info(
         "Total training time: %s (%.4f s / it)", datetime.timedelta(seconds=int(total_time)), total_time / done
     )
     return meters
+
+
+def _resume_state(arguments, grad_scaler):
+    """What a checkpoint holds besides model, optimizer and scheduler: ``arguments`` (the
+    iteration), the random state and the gradient scaler's state when there is one."""
+    state = dict(arguments, rng_state=rng_state())
+    if grad_scaler is not None:
+        state["scaler"] = grad_scaler.state_dict()
+    return state
 
 
 def _backward_and_step(losses, optimizer, grad_scaler, model, clip_grad_norm):
@@ -216,6 +229,7 @@ def _log(logger, meters, iteration, max_iter, lr, device, metrics_path):
     if metrics_path and get_rank() == 0:
         record = {"iteration": iteration, "lr": lr, "eta_seconds": eta_seconds, "max_mem_mb": mem}
         record.update({name: meter.median for name, meter in meters.meters.items()})
+        record["latest"] = {name: meter.latest for name, meter in meters.meters.items()}
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

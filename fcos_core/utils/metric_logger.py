@@ -12,6 +12,11 @@ class SmoothedValue:
         self.total = 0.0
         self.count = 0
 
+    @property
+    def latest(self):
+        """The last value given to :meth:`update` (NaN before the first)."""
+        return self.deque[-1] if self.deque else float("nan")
+
     def update(self, value):
         self.deque.append(value)
         self.count += 1

@@ -1,9 +1,15 @@
-"""BatchCollator and the samplers: grouped, iteration based, distributed."""
+"""BatchCollator and the samplers: grouped, iteration based, distributed, training."""
+import pytest
 import torch
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from fcos_core.data.collate_batch import BatchCollator
-from fcos_core.data.samplers import DistributedSampler, GroupedBatchSampler, IterationBasedBatchSampler
+from fcos_core.data.samplers import (
+    DistributedSampler,
+    GroupedBatchSampler,
+    IterationBasedBatchSampler,
+    TrainingSampler,
+)
 from fcos_core.structures.bounding_box import BoxList
 
 
@@ -51,7 +57,60 @@ def test_iteration_based_sets_the_epoch():
     dist = DistributedSampler(range(8), num_replicas=2, rank=0, shuffle=True)
     inner = BatchSampler(dist, batch_size=4, drop_last=False)
     list(IterationBasedBatchSampler(inner, num_iterations=3))
-    assert dist.epoch == 2  # set_epoch(iteration) before each pass: passes start at 0, 1, 2
+    assert dist.epoch == 2  # set_epoch(epoch) before each pass: one batch per epoch, epochs 0, 1, 2
+    inner = BatchSampler(DistributedSampler(range(8), num_replicas=2, rank=0), batch_size=2, drop_last=False)
+    list(IterationBasedBatchSampler(inner, num_iterations=5))
+    assert inner.sampler.epoch == 2  # two batches per epoch: iterations 1-2, 3-4, 5
+
+
+def _pairs(batches):
+    """(index, augmentation seed) of every sample of every batch."""
+    return [[(int(i), i.seed) for i in batch] for batch in batches]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_resuming_yields_the_batches_of_an_uninterrupted_run(grouped):
+    def batches(start_iter):
+        sampler = TrainingSampler(range(11), num_replicas=1, rank=0, seed=3)  # 11 images, batch 3
+        if grouped:
+            inner = GroupedBatchSampler(sampler, [i % 2 for i in range(11)], 3)
+        else:
+            inner = BatchSampler(sampler, 3, drop_last=False)
+        return _pairs(IterationBasedBatchSampler(inner, num_iterations=13, start_iter=start_iter))
+
+    full = batches(0)
+    assert len(full) == 13
+    # several epochs, each a new order with new augmentation seeds
+    assert sorted(full[0] + full[1] + full[2] + full[3]) != sorted(full[4] + full[5] + full[6] + full[7])
+    for start_iter in range(13):
+        assert batches(start_iter) == full[start_iter:], start_iter
+
+
+def test_training_sampler_global_batches_do_not_depend_on_the_number_of_processes():
+    def global_batches(world, n=12, batch=4, iterations=7):
+        per_rank = []
+        for rank in range(world):
+            sampler = TrainingSampler(range(n), num_replicas=world, rank=rank, seed=7)
+            inner = BatchSampler(sampler, batch // world, drop_last=False)
+            per_rank.append(_pairs(IterationBasedBatchSampler(inner, iterations)))
+        return [sorted(sum(parts, [])) for parts in zip(*per_rank)]
+
+    one = global_batches(1)
+    assert global_batches(2) == one and global_batches(4) == one
+    # every index once per epoch, each with a seed of its own
+    first_epoch = sum(one[:3], [])
+    assert sorted(i for i, _ in first_epoch) == list(range(12))
+    assert len({s for _, s in first_epoch}) == 12
+
+
+def test_training_sampler_shares_and_seeds():
+    shares = [list(TrainingSampler(range(7), num_replicas=3, rank=r, seed=1)) for r in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 3]
+    assert set(int(i) for s in shares for i in s) == set(range(7))  # 9 = 7 + the start repeated
+    other_seed = list(TrainingSampler(range(7), num_replicas=3, rank=0, seed=2))
+    assert _pairs([other_seed]) != _pairs([shares[0]])
+    with pytest.raises(ValueError, match="rank 3"):
+        TrainingSampler(range(7), num_replicas=3, rank=3)
 
 
 def test_distributed_split_disjoint_and_covering():

@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 from fcos_core.config import load_config
 from fcos_core.config.paths_catalog import DatasetCatalog
@@ -40,6 +41,29 @@ def test_train_loader_on_generated_shapes(data_root):
         for (h, w), target in zip(images.image_sizes, targets):
             assert target.size == (w, h) and min(h, w) <= 64 and max(h, w) <= 128
             assert ((target.get_field("labels") >= 1) & (target.get_field("labels") <= 6)).all()
+
+
+def _train_batches(cfg, start_iter=0):
+    return [(images.tensors, [t.bbox for t in targets], [int(i) for i in indices])
+            for images, targets, indices in make_data_loader(cfg, is_train=True, start_iter=start_iter)]
+
+
+def test_train_data_is_a_function_of_seed_and_iteration(data_root):
+    """Random flips and scales too: with workers, or resumed, the batch of an iteration is the same."""
+    opts = ["DATASETS.TRAIN", ("shapes_train",), "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 7,
+            "INPUT.MIN_SIZE_TRAIN", (48, 56, 64), "INPUT.HORIZONTAL_FLIP_PROB_TRAIN", 0.5,
+            "INPUT.BRIGHTNESS", 0.3]
+    full = _train_batches(_cfg(*opts))
+    assert len(full) == 7
+    with_workers = _train_batches(_cfg(*opts, "DATALOADER.NUM_WORKERS", 2))
+    resumed = _train_batches(_cfg(*opts), start_iter=4)
+    for expected, got in list(zip(full, with_workers)) + list(zip(full[4:], resumed)):
+        assert got[2] == expected[2]
+        assert torch.equal(got[0], expected[0])
+        assert all(torch.equal(a, b) for a, b in zip(got[1], expected[1]))
+    assert len(resumed) == 3
+    other_seed = _train_batches(_cfg(*opts, "SEED", 99))
+    assert [b[2] for b in other_seed] != [b[2] for b in full]
 
 
 def test_test_loaders_one_per_dataset(data_root):

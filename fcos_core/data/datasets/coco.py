@@ -19,6 +19,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from fcos_core.structures.bounding_box import BoxList
+from fcos_core.utils.rng import seeded_getitem
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ class COCODataset(torch.utils.data.Dataset):
     it: a [3, H, W] tensor, BGR 0-255 minus the pixel mean with the default config), target =
     BoxList xyxy (pixel-inclusive, from COCO xywh with x2 = x + w - 1) in pixels of the image, with
     field "labels" (int64 [N], contiguous 1..C). Crowd boxes (iscrowd=1) are left out.
+    A :class:`~fcos_core.utils.rng.SeededIndex` ``i`` (the training sampler's) runs the random
+    transforms with generators seeded from ``i.seed``.
 
     Attributes: ``coco`` (pycocotools COCO), ``ids`` (json image ids, sorted), ``id_to_img_map``
     (index -> json image id), ``json_category_id_to_contiguous_id`` and
@@ -283,6 +286,7 @@ class COCODataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.ids)
 
+    @seeded_getitem
     def __getitem__(self, index):
         return next_readable_sample(self, index, self._read)
 

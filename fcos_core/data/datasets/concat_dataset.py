@@ -4,13 +4,20 @@ from collections import Counter
 
 from torch.utils.data import ConcatDataset as _TorchConcatDataset
 
+from fcos_core.utils.rng import seeded_getitem
+
 
 class ConcatDataset(_TorchConcatDataset):
     """``torch.utils.data.ConcatDataset`` that also answers ``get_img_info`` and ``skipped``.
 
     ``dataset[i]`` is the sample of the dataset that global index ``i`` falls in; its third element
-    is the index inside that dataset (as in the original).
+    is the index inside that dataset (as in the original). A :class:`~fcos_core.utils.rng.SeededIndex`
+    seeds the sample's augmentation as in the other datasets.
     """
+
+    @seeded_getitem
+    def __getitem__(self, idx):
+        return super().__getitem__(int(idx))
 
     def get_idxs(self, idx):
         """(dataset index, sample index inside that dataset) of global index ``idx`` (>= 0)."""

@@ -8,6 +8,7 @@ import torch
 import torch.utils.data
 
 from fcos_core.structures.bounding_box import BoxList
+from fcos_core.utils.rng import seeded_getitem
 
 from .coco import ImageFailures, SkipLog, clip_box, load_rgb_image, next_readable_sample
 
@@ -35,6 +36,7 @@ class PascalVOCDataset(torch.utils.data.Dataset):
     inclusive corners minus 1) with fields "labels" (int64 [N], 1..20 in ``CLASSES`` order) and
     "difficult" (bool [N]). All xml files are parsed at construction, so bad entries are reported
     once, in the main process; ``skipped`` counts them (see ``data_skip_counts``).
+    A :class:`~fcos_core.utils.rng.SeededIndex` ``i`` seeds the random transforms with ``i.seed``.
     """
 
     CLASSES = (
@@ -123,6 +125,7 @@ class PascalVOCDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.ids)
 
+    @seeded_getitem
     def __getitem__(self, index):
         return next_readable_sample(self, index, self._read)
 

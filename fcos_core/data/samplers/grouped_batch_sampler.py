@@ -24,7 +24,8 @@ class GroupedBatchSampler(Sampler):
         self.group_ids = [int(g) for g in group_ids]
         self.batch_size = batch_size
         self.drop_uneven = drop_uneven
-        self._cached = None  # batches computed by __len__, handed to the next __iter__
+        # (sampler epoch, batches) computed by __len__, handed to the next __iter__ of that epoch
+        self._cached = None
 
     def _prepare_batches(self):
         open_batches, batches = {}, []
@@ -42,14 +43,18 @@ class GroupedBatchSampler(Sampler):
             batches = [b for b in batches if len(b) == self.batch_size]
         return batches
 
+    def _epoch(self):
+        return getattr(self.sampler, "epoch", None)
+
     def __iter__(self):
         # __len__ had to draw from the sampler (a random one draws anew each time): reuse that draw
-        batches, self._cached = self._cached, None
-        if batches is None:
-            batches = self._prepare_batches()
-        return iter(batches)
+        # unless the sampler moved to another epoch since
+        cached, self._cached = self._cached, None
+        if cached is not None and cached[0] == self._epoch():
+            return iter(cached[1])
+        return iter(self._prepare_batches())
 
     def __len__(self):
-        if self._cached is None:
-            self._cached = self._prepare_batches()
-        return len(self._cached)
+        if self._cached is None or self._cached[0] != self._epoch():
+            self._cached = (self._epoch(), self._prepare_batches())
+        return len(self._cached[1])

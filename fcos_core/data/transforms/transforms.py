@@ -2,8 +2,10 @@
 
 Each transform takes ``(image, target)`` and returns both, the boxes of ``target`` (a BoxList in
 pixels) kept consistent with the image. Resize and Normalize also accept ``target=None`` and then
-return the image only (for inference on bare images). Random choices use Python's ``random``, which
-the DataLoader seeds differently in each worker.
+return the image only (for inference on bare images). Random choices use Python's ``random``
+(Resize, RandomHorizontalFlip) and torch's generator (ColorJitter); in training the datasets seed
+both per sample from the sampler (:mod:`fcos_core.utils.rng`), so the augmentation of a sample
+does not depend on the DataLoader worker, the number of processes or a restart.
 """
 import random
 
