@@ -18,7 +18,7 @@ from fcos_core.utils.c2_model_loading import (
     looks_like_torchvision_classifier,
 )
 from fcos_core.utils.model_serialization import load_state_dict, strip_prefix_if_present
-from fcos_core.utils.model_zoo import cache_url
+from fcos_core.utils.model_zoo import resolve_weight
 
 LAST_CHECKPOINT = "last_checkpoint"
 
@@ -144,7 +144,8 @@ class Checkpointer:
 
 
 class DetectronCheckpointer(Checkpointer):
-    """Checkpointer that also reads ``catalog://`` names, URLs, Detectron ``.pkl`` files and
+    """Checkpointer that also reads ``catalog://`` names, URLs, model-zoo names
+    (``fcos_imprv_R_50_FPN_1x``, see :mod:`fcos_core.utils.model_zoo`), Detectron ``.pkl`` files and
     torchvision ImageNet classifiers (the latter two initialise the backbone body by suffix).
 
     ``paths_catalog`` is the module with a ``ModelCatalog`` (default
@@ -161,9 +162,8 @@ class DetectronCheckpointer(Checkpointer):
 
             f = ModelCatalog.get(f[len("catalog://"):])
             self.logger.info("catalog name resolved to %s", f)
-        if f.startswith(("http://", "https://")):
-            f = cache_url(f)
-        return f
+        # a URL or a model-zoo name becomes the path of its (checked) copy in the torch hub cache
+        return resolve_weight(f)
 
     def _load_file(self, f):
         f = self._resolve(str(f))

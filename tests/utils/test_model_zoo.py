@@ -1,0 +1,116 @@
+"""Weights by path, URL or model-zoo name: addresses, the hub cache, checksums, offline errors.
+
+Nothing here leaves the machine: downloads come from ``file://`` URLs or an HTTP server on
+127.0.0.1, and TORCH_HOME points into a temporary folder.
+"""
+import functools
+import hashlib
+import http.server
+import threading
+
+import pytest
+import torch
+
+from fcos_core.config import load_config
+from fcos_core.modeling.detector import build_detection_model
+from fcos_core.utils import model_zoo
+from fcos_core.utils.checkpoint import DetectronCheckpointer
+from fcos_core.utils.model_zoo import cache_url, model_zoo_url, resolve_weight, url_filename
+
+PAYLOAD = b"weights " * 1000
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache: the folder downloads land in."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # set_dir() would win over TORCH_HOME
+    folder = tmp_path / "torch_home" / "hub" / "checkpoints"
+    assert model_zoo.cache_dir() == str(folder)
+    return folder
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Base URL of an HTTP server on the loopback interface serving tmp_path/www."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, "http://127.0.0.1:{}".format(httpd.server_address[1])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_model_zoo_name_resolves_to_the_original_address_and_file(hub):
+    url = "https://cloudstor.aarnet.edu.au/plus/s/ZSAqNJB96hA71Yf/download#FCOS_imprv_R_50_FPN_1x.pth"
+    for name in ("fcos_imprv_R_50_FPN_1x", "FCOS_imprv_R_50_FPN_1x", "FCOS_imprv_R_50_FPN_1x.pth"):
+        assert model_zoo_url(name) == url
+    assert url_filename(url) == "FCOS_imprv_R_50_FPN_1x.pth"
+    assert model_zoo_url("fcos_R_50_FPN_1x").endswith("/dDeDPBLEAt19Xrl/download#FCOS_R_50_FPN_1x.pth")
+    with pytest.raises(KeyError, match="FCOS_imprv_R_50_FPN_1x"):
+        model_zoo_url("fcos_imprv_R_50_FPN_2x")
+    # a copy already in the hub cache is used without any network access
+    hub.mkdir(parents=True)
+    (hub / "FCOS_imprv_R_50_FPN_1x.pth").write_bytes(PAYLOAD)
+    assert resolve_weight("fcos_imprv_R_50_FPN_1x") == str(hub / "FCOS_imprv_R_50_FPN_1x.pth")
+
+
+def test_checkpointer_loads_model_weight_given_by_name(hub, monkeypatch):
+    cfg = load_config(None, ["MODEL.BACKBONE.CONV_BODY", "R-18-FPN-RETINANET", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+                             "64", "MODEL.FCOS.NUM_CONVS", "1", "MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    source = build_detection_model(cfg)
+    hub.mkdir(parents=True)
+    torch.save({"model": source.state_dict()}, hub / "FCOS_R_50_FPN_1x.pth")
+    torch.manual_seed(1)
+    model = build_detection_model(cfg)
+    DetectronCheckpointer(cfg, model).load("fcos_R_50_FPN_1x", use_latest=False)
+    assert torch.equal(model.rpn.head.cls_logits.weight, source.rpn.head.cls_logits.weight)
+
+
+def test_offline_error_names_the_file_and_where_to_put_it(hub, server):
+    _, base = server
+    url = base + "/missing/download#FCOS_R_50_FPN_1x.pth"  # 404 from the server
+    with pytest.raises(FileNotFoundError) as info:
+        cache_url(url)
+    msg = str(info.value)
+    assert url in msg and str(hub / "FCOS_R_50_FPN_1x.pth") in msg
+    assert not (hub / "FCOS_R_50_FPN_1x.pth").exists()
+
+
+def test_corrupted_download_is_detected_and_removed(hub, server, monkeypatch):
+    root, base = server
+    (root / "good.pth").write_bytes(PAYLOAD)
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    monkeypatch.setitem(model_zoo.KNOWN_SHA256, "good.pth", good)
+    assert cache_url(base + "/good.pth") == str(hub / "good.pth")
+
+    (root / "bad.pth").write_bytes(PAYLOAD[:-10])  # a truncated copy of the same file
+    monkeypatch.setitem(model_zoo.KNOWN_SHA256, "bad.pth", good)
+    with pytest.raises(RuntimeError, match="corrupted") as info:
+        cache_url(base + "/bad.pth")
+    assert good in str(info.value)
+    assert sorted(p.name for p in hub.iterdir()) == ["good.pth"]  # no leftover, no temporary file
+
+
+def test_torch_hub_style_hash_in_the_file_name_is_checked(hub, tmp_path):
+    prefix = hashlib.sha256(PAYLOAD).hexdigest()[:8]
+    (tmp_path / f"model-{prefix}.pth").write_bytes(PAYLOAD)
+    (tmp_path / "model-0badc0de.pth").write_bytes(PAYLOAD)
+    assert cache_url((tmp_path / f"model-{prefix}.pth").as_uri()) == str(hub / f"model-{prefix}.pth")
+    with pytest.raises(RuntimeError, match="0badc0de"):
+        resolve_weight((tmp_path / "model-0badc0de.pth").as_uri())
+    assert not (hub / "model-0badc0de.pth").exists()
+
+
+def test_corrupted_cached_copy_is_replaced(hub, tmp_path, monkeypatch):
+    (tmp_path / "w.pth").write_bytes(PAYLOAD)
+    monkeypatch.setitem(model_zoo.KNOWN_SHA256, "w.pth", hashlib.sha256(PAYLOAD).hexdigest())
+    hub.mkdir(parents=True)
+    (hub / "w.pth").write_bytes(b"half a file")
+    assert cache_url((tmp_path / "w.pth").as_uri()) == str(hub / "w.pth")
+    assert (hub / "w.pth").read_bytes() == PAYLOAD
