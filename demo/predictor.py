@@ -1,266 +1,36 @@
-"""Run a trained FCOS on OpenCV images and draw the detections (:class:`COCODemo`).
+"""The demo scripts' helpers; :class:`COCODemo` itself lives in :mod:`fcos_core.engine.predictor`.
 
-The class keeps the interface of the original FCOS / maskrcnn-benchmark demo: it is built from a
-config (the model from ``cfg``, its weights from ``cfg.MODEL.WEIGHT``), takes BGR uint8 images as
-returned by ``cv2.imread`` / ``cv2.VideoCapture`` and returns a copy with boxes and
-"class: score" labels drawn on it. Detections are kept when their score exceeds a per-class
-threshold (the original demo ships thresholds of best F-measure for COCO, reproduced here as
-:data:`COCO_THRESHOLDS_FOR_CLASSES`; ``tools/test_net.py`` writes the same kind of thresholds for
-any COCO-format dataset into ``thresholds.json``).
+``from predictor import COCODemo`` (the original demo's import) keeps working: the class, its
+transform, the COCO names and thresholds and the category / threshold file readers are
+re-exported from the package, which the ``fcos`` command (:mod:`fcos_core.cli`) uses too.
 
-The second half of this module holds the command-line helpers that ``fcos_demo.py`` and
-``webcam.py`` share (arguments, thresholds and category files, display detection).
-
-Deviations from the original demo, on purpose: the image goes through the test pipeline of
-``fcos_core.data.transforms`` (RGB PIL image, Resize with ``INPUT.MAX_SIZE_TEST`` as cap, then
-Normalize as in training) instead of a torchvision pipeline without the cap; masks and keypoints
-are not supported (FCOS predicts boxes only).
+This module adds the command-line helpers that ``fcos_demo.py`` and ``webcam.py`` share
+(arguments, display detection, :func:`demo_from_args`).
 """
 import argparse
-import json
 import os
 import re
 import sys
 
 import cv2
-import torch
-from PIL import Image
-from torchvision.transforms import functional as F
 
-from fcos_core.config import load_config, resolve_device
-from fcos_core.data.transforms import Normalize, Resize
-from fcos_core.modeling.detector import build_detection_model
-from fcos_core.structures import to_image_list
-from fcos_core.utils.checkpoint import DetectronCheckpointer
+from fcos_core.engine.predictor import (  # noqa: F401  (re-exported)
+    COCO_CATEGORIES,
+    COCO_THRESHOLDS_FOR_CLASSES,
+    DEFAULT_THRESHOLD,
+    COCODemo,
+    DemoTransform,
+    build_coco_demo,
+    load_categories,
+    load_thresholds_file,
+    to_bgr_uint8,
+)
 
 DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(DEMO_DIR)
 
 __all__ = ["COCODemo", "DemoTransform", "COCO_CATEGORIES", "COCO_THRESHOLDS_FOR_CLASSES",
            "DEFAULT_THRESHOLD", "load_categories", "load_thresholds_file", "display_problem"]
-
-# The 80 COCO classes in contiguous-label order (label 1 = "person"), background first.
-COCO_CATEGORIES = [
-    "__background", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck",
-    "boat", "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
-    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-]
-
-# Per-class score thresholds (index = label - 1) of the original demo, computed for the released
-# FCOS_R_50_FPN_1x model by maximising each class's F-measure on COCO minival.
-COCO_THRESHOLDS_FOR_CLASSES = [
-    0.49211737513542175, 0.49340692162513733, 0.510103702545166, 0.4707475006580353,
-    0.5197340250015259, 0.5007652044296265, 0.5611110329627991, 0.4639902412891388,
-    0.4778415560722351, 0.43332818150520325, 0.6180170178413391, 0.5248752236366272,
-    0.5437473654747009, 0.5153843760490417, 0.4194680452346802, 0.5640717148780823,
-    0.5087228417396545, 0.5021755695343018, 0.5307778716087341, 0.4920770823955536,
-    0.5202335119247437, 0.5715234279632568, 0.5089765191078186, 0.5422378778457642,
-    0.45138806104660034, 0.49631351232528687, 0.4388565421104431, 0.47193753719329834,
-    0.47037890553474426, 0.4791252017021179, 0.45699411630630493, 0.48658522963523865,
-    0.4580649137496948, 0.4603237509727478, 0.5243804454803467, 0.5235602855682373,
-    0.48501554131507874, 0.5173789858818054, 0.4978085160255432, 0.4626562297344208,
-    0.48144686222076416, 0.4889853894710541, 0.4749937951564789, 0.42273756861686707,
-    0.47836390137672424, 0.48752328753471375, 0.44069987535476685, 0.4241463541984558,
-    0.5228247046470642, 0.4834112524986267, 0.4538525640964508, 0.4730372428894043,
-    0.471712201833725, 0.5180512070655823, 0.4671719968318939, 0.46602892875671387,
-    0.47536996006965637, 0.487352192401886, 0.4771934747695923, 0.45533207058906555,
-    0.43941256403923035, 0.5910647511482239, 0.554875910282135, 0.49752360582351685,
-    0.6263655424118042, 0.4964958727359772, 0.5542593002319336, 0.5049241185188293,
-    0.5306999087333679, 0.5279538035392761, 0.5708096623420715, 0.524990975856781,
-    0.5187852382659912, 0.41242220997810364, 0.5409807562828064, 0.48504579067230225,
-    0.47305455803871155, 0.4814004898071289, 0.42680642008781433, 0.4143834114074707,
-]
-
-# Threshold for classes without a tuned one (non-COCO categories, or a class that had no ground
-# truth when thresholds.json was written).
-DEFAULT_THRESHOLD = 0.5
-
-
-def to_bgr_uint8(image):
-    """An OpenCV image as BGR uint8 [H, W, 3]: grayscale [H, W] / [H, W, 1] and BGRA are converted."""
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
-
-
-class DemoTransform(object):
-    """BGR uint8 image [H, W, 3] (OpenCV) -> normalised float tensor [3, H', W'] for the model.
-
-    The same steps as the test pipeline: RGB PIL image, short side resized to ``min_size`` unless
-    the long side would exceed ``max_size``, RGB 0-1 tensor, then ``Normalize`` (BGR 0-255 minus
-    the mean when ``to_bgr255``, else RGB 0-1).
-    """
-
-    def __init__(self, min_size, max_size, pixel_mean, pixel_std, to_bgr255):
-        self.resize = Resize(min_size, max_size)
-        self.normalize = Normalize(mean=pixel_mean, std=pixel_std, to_bgr255=to_bgr255)
-
-    def __call__(self, image):
-        rgb = Image.fromarray(cv2.cvtColor(to_bgr_uint8(image), cv2.COLOR_BGR2RGB))
-        return self.normalize(F.to_tensor(self.resize(rgb)))
-
-    def __repr__(self):
-        return "{}({}, {})".format(self.__class__.__name__, self.resize, self.normalize)
-
-
-class COCODemo(object):
-    """An FCOS detector that draws its detections on OpenCV images.
-
-    Arguments:
-        cfg (CfgNode): the model's config; MODEL.WEIGHT is loaded, MODEL.DEVICE is used (CPU when
-            CUDA is missing), INPUT.* gives the normalisation and the size cap.
-        confidence_thresholds_for_classes (float, sequence of C floats, Tensor[C] or None): a
-            detection of label ``l`` is kept when its score > thresholds[l - 1]; a single float
-            applies to all classes; None: :data:`COCO_THRESHOLDS_FOR_CLASSES` for the COCO
-            categories, else :data:`DEFAULT_THRESHOLD`.
-        show_mask_heatmaps, masks_per_dim: accepted for the original signature; FCOS predicts no
-            masks, so ``show_mask_heatmaps=True`` raises ValueError.
-        min_image_size (int or None): short side fed to the model, pixels (None:
-            INPUT.MIN_SIZE_TEST); the long side is capped at INPUT.MAX_SIZE_TEST.
-        categories (list[str] or None): names indexed by label, background first (C + 1 names,
-            C = MODEL.FCOS.NUM_CLASSES - 1); default :data:`COCO_CATEGORIES`.
-    """
-
-    CATEGORIES = COCO_CATEGORIES
-
-    def __init__(self, cfg, confidence_thresholds_for_classes=None, show_mask_heatmaps=False,
-                 masks_per_dim=2, min_image_size=224, categories=None):
-        if show_mask_heatmaps:
-            raise ValueError("show_mask_heatmaps: FCOS predicts boxes only, there are no masks to show")
-        self.cfg = cfg.clone()
-        self.categories = list(categories) if categories is not None else list(COCO_CATEGORIES)
-        num_classes = cfg.MODEL.FCOS.NUM_CLASSES - 1
-        if len(self.categories) != num_classes + 1:
-            raise ValueError(
-                "{} category names (background included) for a model of {} classes "
-                "(MODEL.FCOS.NUM_CLASSES {}); pass the dataset's categories (demo scripts: "
-                "--categories-from instances.json)".format(len(self.categories), num_classes, num_classes + 1))
-        self.confidence_thresholds_for_classes = self._thresholds_tensor(
-            confidence_thresholds_for_classes, num_classes)
-        self.show_mask_heatmaps = show_mask_heatmaps
-        self.masks_per_dim = masks_per_dim
-        self.min_image_size = min_image_size if min_image_size else cfg.INPUT.MIN_SIZE_TEST
-
-        self.device = torch.device(resolve_device(cfg.MODEL.DEVICE))
-        self.cpu_device = torch.device("cpu")
-        self.model = build_detection_model(self.cfg)
-        self.model.eval()
-        self.model.to(self.device)
-        checkpointer = DetectronCheckpointer(self.cfg, self.model, save_dir=cfg.OUTPUT_DIR)
-        checkpointer.load(cfg.MODEL.WEIGHT, use_latest=False)
-
-        self.transforms = self.build_transform()
-        # multiplied by the label, modulo 255, to give each class its own colour
-        self.palette = torch.tensor([2 ** 25 - 1, 2 ** 15 - 1, 2 ** 21 - 1])
-
-    def _thresholds_tensor(self, thresholds, num_classes):
-        """``thresholds`` (see the class docstring) as a float Tensor [num_classes]."""
-        if thresholds is None:
-            if self.categories == COCO_CATEGORIES:
-                thresholds = COCO_THRESHOLDS_FOR_CLASSES
-            else:
-                thresholds = DEFAULT_THRESHOLD
-        thresholds = torch.as_tensor(thresholds, dtype=torch.float32).flatten()
-        if thresholds.numel() == 1:
-            return thresholds.expand(num_classes).clone()
-        if thresholds.numel() != num_classes:
-            raise ValueError("{} confidence thresholds for a model of {} classes; give one per class "
-                             "or a single value".format(thresholds.numel(), num_classes))
-        return thresholds
-
-    def build_transform(self):
-        """The :class:`DemoTransform` for this config and ``min_image_size``."""
-        cfg = self.cfg
-        return DemoTransform(self.min_image_size, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.PIXEL_MEAN,
-                             cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
-
-    def run_on_opencv_image(self, image):
-        """Detect and draw.
-
-        Arguments:
-            image (np.ndarray): BGR uint8 [H, W, 3], as returned by OpenCV (not modified).
-
-        Returns:
-            np.ndarray: a copy of ``image`` with the selected detections drawn on it.
-        """
-        top_predictions = self.select_top_predictions(self.compute_prediction(image))
-        return self.overlay(to_bgr_uint8(image).copy(), top_predictions)
-
-    def compute_prediction(self, original_image):
-        """All detections of the model (above MODEL.FCOS.INFERENCE_TH), before the demo thresholds.
-
-        Arguments:
-            original_image (np.ndarray): BGR uint8 [H, W, 3], as returned by OpenCV.
-
-        Returns:
-            BoxList: on the CPU, ``xyxy`` boxes in pixels of ``original_image`` (size (W, H)),
-            fields "scores" [N] and "labels" [N] (1..C).
-        """
-        image = self.transforms(original_image)
-        image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
-        with torch.no_grad():
-            predictions = self.model(image_list)
-        prediction = predictions[0].to(self.cpu_device)
-        height, width = original_image.shape[:2]
-        return prediction.resize((width, height))
-
-    def select_top_predictions(self, predictions):
-        """The detections whose score exceeds their class's threshold, highest score first.
-
-        Arguments:
-            predictions (BoxList): with fields "scores" [N] and "labels" [N] (1..C).
-
-        Returns:
-            BoxList: a new BoxList with the kept boxes and fields.
-        """
-        scores = predictions.get_field("scores")
-        labels = predictions.get_field("labels")
-        thresholds = self.confidence_thresholds_for_classes[(labels - 1).long()]
-        predictions = predictions[scores > thresholds]
-        order = predictions.get_field("scores").argsort(descending=True)
-        return predictions[order]
-
-    def compute_colors_for_labels(self, labels):
-        """A fixed colour per class: uint8 array [N, 3] (BGR) for labels Tensor [N]."""
-        colors = labels[:, None].long() * self.palette
-        return (colors % 255).numpy().astype("uint8")
-
-    def overlay(self, image, predictions):
-        """Draw boxes and class names of ``predictions`` on ``image`` in place; returns ``image``."""
-        image = self.overlay_boxes(image, predictions)
-        return self.overlay_class_names(image, predictions)
-
-    def overlay_boxes(self, image, predictions):
-        """Draw the ``xyxy`` boxes of ``predictions`` on ``image`` (BGR uint8) in place; returns it."""
-        colors = self.compute_colors_for_labels(predictions.get_field("labels")).tolist()
-        boxes = predictions.convert("xyxy").bbox.round().to(torch.int64).tolist()
-        for (x1, y1, x2, y2), color in zip(boxes, colors):
-            cv2.rectangle(image, (x1, y1), (x2, y2), tuple(color), 2)
-        return image
-
-    def overlay_class_names(self, image, predictions):
-        """Write "class: score" at the top-left corner of each box, on ``image`` in place; returns it."""
-        scores = predictions.get_field("scores").tolist()
-        labels = predictions.get_field("labels").tolist()
-        corners = predictions.convert("xyxy").bbox[:, :2].round().to(torch.int64).tolist()
-        for (x, y), score, label in zip(corners, scores, labels):
-            name = self.categories[label] if 0 <= label < len(self.categories) else str(label)
-            text = "{}: {:.2f}".format(name, score)
-            # keep the text inside the image for boxes that touch the top edge
-            origin = (max(x, 0), max(y - 3, 12))
-            # dark outline under white text, readable on any background
-            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-        return image
 
 
 # ------------------------------------------------------------------------------------------------
@@ -282,35 +52,6 @@ def display_problem():
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "there is no display (DISPLAY is not set)"
     return None
-
-
-def load_categories(json_file):
-    """Category names of a COCO json, in contiguous-label order (sorted ids), background first."""
-    with open(json_file) as f:
-        categories = json.load(f).get("categories")
-    if not categories:
-        raise ValueError("{}: no 'categories' list".format(json_file))
-    return ["__background"] + [c.get("name", str(c["id"])) for c in sorted(categories, key=lambda c: c["id"])]
-
-
-def load_thresholds_file(path, fallback=DEFAULT_THRESHOLD):
-    """Per-class thresholds from the ``thresholds.json`` written by COCO evaluation.
-
-    The file holds {"category_ids", "names", "thresholds", "f_measures"}, lists in label order.
-    A negative threshold (class without ground truth in the evaluated set) becomes ``fallback``.
-
-    Returns:
-        (list[float], list[str] or None): thresholds indexed by label - 1, and the class names.
-    """
-    with open(path) as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or not isinstance(data.get("thresholds"), list):
-        raise ValueError("{}: expected a thresholds.json with a 'thresholds' list".format(path))
-    thresholds = [float(t) if t is not None and float(t) >= 0 else fallback for t in data["thresholds"]]
-    names = data.get("names")
-    if names is not None and len(names) != len(thresholds):
-        raise ValueError("{}: {} names for {} thresholds".format(path, len(names), len(thresholds)))
-    return thresholds, names
 
 
 def float_list(text):
@@ -343,41 +84,15 @@ def add_demo_arguments(parser, default_min_image_size):
     parser.add_argument("--no-window", action="store_true", help="do not show the results in a window")
 
 
-def _warn(message):
-    print("warning: " + message, file=sys.stderr)
-
-
-def _categories(args, cfg, names_from_file):
-    """Class names for the model: --categories-from, thresholds.json names, COCO, or numbers."""
-    if args.categories_from:
-        return load_categories(args.categories_from)
-    if names_from_file:
-        return ["__background"] + list(names_from_file)
-    num_classes = cfg.MODEL.FCOS.NUM_CLASSES - 1
-    if num_classes + 1 == len(COCO_CATEGORIES):
-        return list(COCO_CATEGORIES)
-    _warn("the model has {} classes, not COCO's 80; pass --categories-from for their names".format(num_classes))
-    return ["__background"] + ["class {}".format(i) for i in range(1, num_classes + 1)]
-
 
 def demo_from_args(args, opts):
     """Config, categories and thresholds from parsed arguments -> :class:`COCODemo`.
 
     ``opts`` are the ``KEY VALUE`` config overrides; ``--weights`` wins over MODEL.WEIGHT.
     """
-    opts = list(opts) + (["MODEL.WEIGHT", args.weights] if args.weights else [])
-    cfg = load_config(args.config_file, opts)
-    weight = cfg.MODEL.WEIGHT
-    if not weight or weight.startswith("catalog://ImageNetPretrained"):
-        _warn("MODEL.WEIGHT is {!r}: the detector is untrained; pass --weights model.pth".format(weight))
-    thresholds, names = None, None
-    if args.thresholds_file:
-        thresholds, names = load_thresholds_file(args.thresholds_file)
-    elif args.thresholds:
-        thresholds = args.thresholds[0] if len(args.thresholds) == 1 else args.thresholds
-    categories = _categories(args, cfg, names)
-    return COCODemo(cfg, confidence_thresholds_for_classes=thresholds,
-                    min_image_size=args.min_image_size, categories=categories)
+    return build_coco_demo(args.config_file, opts, weights=args.weights, thresholds=args.thresholds,
+                           thresholds_file=args.thresholds_file, categories_from=args.categories_from,
+                           min_image_size=args.min_image_size)
 
 
 def show(window, image):
