@@ -22,7 +22,7 @@ from fcos_core.modeling.detector import build_detection_model
 from fcos_core.solver import make_lr_scheduler, make_optimizer
 from fcos_core.utils.checkpoint import DetectronCheckpointer
 from fcos_core.utils.collect_env import env_rows
-from fcos_core.utils.comm import get_rank, synchronize
+from fcos_core.utils.comm import get_rank, get_world_size, synchronize
 from fcos_core.utils.env import amp_dtype_for, seed_all_rng
 from fcos_core.utils.logger import setup_logger
 
@@ -94,6 +94,9 @@ def train(cfg, local_rank, distributed, logger):
         if "scaler" in extra:
             scaler.load_state_dict(extra["scaler"])
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"])
+    logger.info("Training in %d process(es), %d images each (SOLVER.IMS_PER_BATCH %d), from iteration %d",
+                get_world_size(), cfg.SOLVER.IMS_PER_BATCH // get_world_size(), cfg.SOLVER.IMS_PER_BATCH,
+                arguments["iteration"])
     metrics_path = os.path.join(output_dir, "metrics.json") if output_dir else None
     if arguments["iteration"] >= cfg.SOLVER.MAX_ITER:
         logger.info("Already trained for %d iterations (SOLVER.MAX_ITER); nothing to do", arguments["iteration"])
