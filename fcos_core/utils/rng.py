@@ -40,7 +40,7 @@ def seeded_rng(seed):
     py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)  # the CPU one only: CUDA streams stay untouched
     try:
         yield
     finally:
