@@ -113,6 +113,9 @@ setup(
     install_requires=["yacs", "numpy", "tqdm", "matplotlib", "pycocotools", "opencv-python-headless", "ninja"],
     # onnx and onnxruntime: tools/export_onnx.py and its tests (tests/export)
     extras_require={"dev": ["pytest", "onnx", "onnxruntime"], "export": ["onnx", "onnxruntime"]},
+    # fcos_core/configs links to configs/: the fcos command finds the model-zoo configs when installed
+    package_data={"fcos_core": ["configs/*/*.yaml"]},
+    entry_points={"console_scripts": ["fcos = fcos_core.cli:main"]},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -7,13 +7,13 @@ re-exported from the package, which the ``fcos`` command (:mod:`fcos_core.cli`) 
 This module adds the command-line helpers that ``fcos_demo.py`` and ``webcam.py`` share
 (arguments, display detection, :func:`demo_from_args`).
 """
-import argparse
 import os
 import re
 import sys
 
 import cv2
 
+from fcos_core.cli import float_list, is_config_key  # noqa: F401  (is_config_key: re-exported)
 from fcos_core.engine.predictor import (  # noqa: F401  (re-exported)
     COCO_CATEGORIES,
     COCO_THRESHOLDS_FOR_CLASSES,
@@ -36,14 +36,6 @@ __all__ = ["COCODemo", "DemoTransform", "COCO_CATEGORIES", "COCO_THRESHOLDS_FOR_
 # ------------------------------------------------------------------------------------------------
 # command-line helpers shared by fcos_demo.py and webcam.py
 # ------------------------------------------------------------------------------------------------
-_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-
-
-def is_config_key(token):
-    """True for a dotted upper-case config key such as ``MODEL.DEVICE``."""
-    return bool(_CONFIG_KEY.match(token))
-
-
 def display_problem():
     """None when ``cv2.imshow`` can open a window here, else a sentence saying why it cannot."""
     gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
@@ -52,14 +44,6 @@ def display_problem():
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "there is no display (DISPLAY is not set)"
     return None
-
-
-def float_list(text):
-    """"0.5" or "0.5,0.4,..." -> list of floats (an argparse type)."""
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated numbers, got {!r}".format(text))
 
 
 def add_demo_arguments(parser, default_min_image_size):
@@ -82,7 +66,6 @@ def add_demo_arguments(parser, default_min_image_size):
                             "(OUTPUT_DIR/inference/<dataset>/thresholds.json)")
     parser.add_argument("--output", default=None, help="where to write the annotated result")
     parser.add_argument("--no-window", action="store_true", help="do not show the results in a window")
-
 
 
 def demo_from_args(args, opts):

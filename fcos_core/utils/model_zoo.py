@@ -75,6 +75,33 @@ def model_zoo_url(name):
     return MODEL_ZOO[key]
 
 
+# configs/ of the source tree, shipped in the package through the fcos_core/configs link
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def model_zoo_config(name):
+    """The config of a model-zoo name, relative to configs/ ("fcos/fcos_imprv_R_50_FPN_1x.yaml")."""
+    key = model_zoo_name(name)
+    if key is None:
+        model_zoo_url(name)  # raises KeyError with the closest names
+    return "fcos/fcos" + key[len("FCOS"):] + ".yaml"
+
+
+def get_config_file(path):
+    """A config file: ``path`` itself if it exists, else ``path`` under the packaged configs/
+    (``"fcos/fcos_imprv_R_50_FPN_1x.yaml"`` works after ``pip install .`` from any folder).
+
+    Raises:
+        FileNotFoundError: in neither place.
+    """
+    if os.path.isfile(path):
+        return path
+    packaged = os.path.join(CONFIGS_DIR, path)
+    if os.path.isfile(packaged):
+        return packaged
+    raise FileNotFoundError(f"config file not found: {path} (nor {packaged})")
+
+
 def resolve_weight(weight):
     """A local file for ``weight``: a path (returned as is), a URL or a model-zoo name (cached).
 

@@ -1,0 +1,122 @@
+"""The ``fcos`` console command (fcos_core/cli.py) on a folder of images, and its defaults.
+
+A tiny random FCOS (quickstart config, 64 FPN channels, one tower conv) whose classification and
+centerness biases are set high, so that there is always something to draw and list.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fcos_core import cli
+from fcos_core.config import load_config
+from fcos_core.engine.predictor import COCODemo, load_categories
+from fcos_core.modeling.detector import build_detection_model
+from fcos_core.utils.model_zoo import get_config_file
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs" / "quickstart" / "fcos_shapes.yaml")
+NAMES = ["circle", "ellipse", "square", "triangle", "star", "cross"]
+TINY_OPTS = ["MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CONVS", "1",
+             "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160"]
+
+
+def fcos_command():
+    """The installed ``fcos`` script beside this interpreter (``pip install .`` puts it there)."""
+    script = Path(sys.executable).parent / "fcos"
+    assert script.exists(), f"{script} missing: reinstall the package (pip install --no-build-isolation -e .)"
+    return [str(script)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(weights path, categories json path) of the tiny model."""
+    folder = tmp_path_factory.mktemp("fcos_command")
+    torch.manual_seed(0)
+    model = build_detection_model(load_config(CONFIG, TINY_OPTS))
+    with torch.no_grad():
+        model.rpn.head.cls_logits.bias.fill_(4.0)
+        model.rpn.head.centerness.bias.fill_(4.0)
+    weights = folder / "tiny.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    categories = folder / "instances.json"
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]
+    categories.write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
+    return str(weights), str(categories)
+
+
+def _image(height, width, seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    cv2.circle(image, (width // 2, height // 2), min(height, width) // 3, (0, 200, 255), -1)
+    return image
+
+
+def test_fcos_on_a_folder_writes_one_annotated_image_and_one_json_per_input(tiny, tmp_path):
+    weights, categories = tiny
+    images = tmp_path / "images"
+    images.mkdir()
+    sizes = {"a.png": (120, 170), "b.jpg": (150, 110)}
+    for i, (name, (h, w)) in enumerate(sizes.items()):
+        cv2.imwrite(str(images / name), _image(h, w, seed=i))
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    res = subprocess.run(
+        fcos_command() + [str(images), "--config-file", CONFIG, "--weights", weights, "--output", str(out),
+                          "--json", "--thresholds", "0.3", "--categories-from", categories, *TINY_OPTS],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["a.json", "a.png", "b.jpg", "b.json"]
+
+    cfg = load_config(CONFIG, TINY_OPTS + ["MODEL.WEIGHT", weights])
+    demo = COCODemo(cfg, 0.3, min_image_size=None, categories=load_categories(categories))
+    for name, (h, w) in sizes.items():
+        original = cv2.imread(str(images / name))
+        drawn = cv2.imread(str(out / name))
+        assert drawn.shape == (h, w, 3) and not np.array_equal(drawn, original)
+        record = json.loads((out / (Path(name).stem + ".json")).read_text())
+        assert record["image"] == str(images / name) and (record["width"], record["height"]) == (w, h)
+        found = record["detections"]
+        assert found and all(d["category"] == NAMES[d["label"] - 1] for d in found)
+        scores = [d["score"] for d in found]
+        assert min(scores) > 0.3 and scores == sorted(scores, reverse=True)
+        # the same detections as the demo class in this process, in pixels of the input image
+        expected = demo.select_top_predictions(demo.compute_prediction(original))
+        assert len(found) == len(expected)
+        np.testing.assert_allclose([d["box"] for d in found], expected.bbox.numpy(), atol=0.01)
+        assert all(0 <= d["box"][0] <= d["box"][2] <= w - 1 and 0 <= d["box"][1] <= d["box"][3] <= h - 1
+                   for d in found)
+    assert res.stdout.count("detections") == 2
+
+
+def test_defaults_are_the_recommended_model_and_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _image(64, 64, seed=0))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.chdir(tmp_path)  # the packaged configs are found from any folder
+
+    def offline(url, dst, progress=True):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(image), "--output", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "FCOS_imprv_R_50_FPN_1x.pth"
+    assert "ZSAqNJB96hA71Yf" in err and str(cached) in err and "Traceback" not in err
+    assert Path(get_config_file("fcos/fcos_imprv_R_50_FPN_1x.yaml")).resolve() == \
+        ROOT / "configs" / "fcos" / "fcos_imprv_R_50_FPN_1x.yaml"
+
+
+def test_missing_input_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(tmp_path / "nothing.png"), "--weights", "w.pth", "--config-file", CONFIG])
+    assert info.value.code == 2 and "nothing.png" in capsys.readouterr().err
