@@ -171,7 +171,8 @@ class ExportableFCOS(nn.Module):
         if sel.fpn_post_nms_top_n > 0:
             # the n-th best score (the last one when fewer): keep every score >= it, as kthvalue does
             n = _topk_size(keep.shape[0], sel.fpn_post_nms_top_n)
-            padded = torch.cat((kept_scores, torch.full_like(kept_scores[:1], float("-inf"))))
+            # kept scores are > 0, so the sentinel appended for an empty list keeps nothing
+            padded = torch.cat((kept_scores, kept_scores.new_full((1,), _SENTINEL)))
             keep = keep[kept_scores >= padded[n - 1]]
         return boxes[keep], scores[keep], labels[keep]
 

@@ -17,7 +17,7 @@ import torch
 
 from fcos_core.config import load_config
 from fcos_core.data.build import make_data_loader
-from fcos_core.export.onnx import legacy_class_nms
+from fcos_core.export.onnx import export_onnx, legacy_class_nms
 from fcos_core.layers import ml_nms
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.utils.checkpoint import DetectronCheckpointer
@@ -74,11 +74,9 @@ def _sorted(boxes, scores, labels):
     return boxes[order], scores[order], labels[order]
 
 
-def test_onnxruntime_detections_equal_pytorch_on_validation_images(trained):
-    _, model, dataset, _, _ = trained
-    session, graph = _export(trained)
-    assert "NonMaxSuppression" in {node.op_type for node in graph.graph.node}
-    sizes, total = set(), 0
+def _compare_on_dataset(model, session, dataset):
+    """Assert ONNX == PyTorch detections on every image; returns the detection counts and image sizes."""
+    counts, sizes = [], set()
     for i in range(len(dataset)):
         image = dataset[i][0][None]
         sizes.add(tuple(image.shape[-2:]))
@@ -93,8 +91,33 @@ def test_onnxruntime_detections_equal_pytorch_on_validation_images(trained):
         np.testing.assert_array_equal(got[2], ref[2])
         np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-3)
         np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-4)
-        total += len(boxes)
-    assert total > 0 and len(sizes) > 1  # detections, on images of several sizes (dynamic H, W)
+        counts.append(len(boxes))
+    return counts, sizes
+
+
+def test_onnxruntime_detections_equal_pytorch_on_validation_images(trained):
+    cfg, model, dataset, _, _ = trained
+    session, graph = _export(trained)
+    assert "NonMaxSuppression" in {node.op_type for node in graph.graph.node}
+    counts, sizes = _compare_on_dataset(model, session, dataset)
+    assert min(counts) > 0 and len(sizes) > 1  # detections, on images of several sizes (dynamic H, W)
+    assert max(counts) == cfg.TEST.DETECTIONS_PER_IMG  # the DETECTIONS_PER_IMG cut was exercised
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.99])
+def test_onnxruntime_parity_below_the_detection_cap_and_with_none(trained, tmp_path, threshold):
+    """A higher INFERENCE_TH: fewer candidates than PRE_NMS_TOP_N, fewer detections than the cap, or none."""
+    cfg, trained_model, dataset, _, _ = trained
+    cfg = load_config(CONFIG, TINY + ["MODEL.FCOS.INFERENCE_TH", str(threshold)])
+    model = build_detection_model(cfg).eval()
+    model.load_state_dict(trained_model.state_dict())
+    export_onnx(model, str(tmp_path / "m.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    counts, _ = _compare_on_dataset(model, session, dataset)
+    if threshold < 0.5:
+        assert 0 < sum(counts) and max(counts) < cfg.TEST.DETECTIONS_PER_IMG, counts
+    else:
+        assert sum(counts) == 0
 
 
 def test_no_postprocess_exports_the_raw_head_outputs(trained):
