@@ -189,6 +189,22 @@ def test_basic_block_resnets(depth):
     assert len(outputs) == 5
 
 
+def test_basic_block_width_from_width_per_group():
+    """RESNETS.WIDTH_PER_GROUP sets a basic-block ResNet's res2 width (the quickstart's half-width
+    ResNet-18); RES2_OUT_CHANNELS, which counts bottleneck outputs, does not apply."""
+    cfg = make_cfg("fcos_R_50_FPN_1x", "MODEL.BACKBONE.CONV_BODY", "R-18-FPN-RETINANET",
+                   "MODEL.RESNETS.WIDTH_PER_GROUP", 32, "MODEL.RESNETS.STEM_OUT_CHANNELS", 24)
+    body = build_backbone(cfg).body
+    assert body.out_channels == [64, 128, 256]
+    assert body.stem.conv1.out_channels == 24
+    assert body.layer1[0].conv1.in_channels == 24 and body.layer1[0].conv1.out_channels == 32
+    assert body.layer1[0].downsample is not None  # 24 -> 32 channels needs a projection
+    outputs = body(torch.randn(1, 3, 64, 96))
+    assert [o.shape[1] for o in outputs] == [64, 128, 256]
+    with pytest.raises(ValueError, match="num_groups"):
+        ResNet(depth=18, num_groups=2, width_per_group=32)
+
+
 def test_p6_from_c5_when_use_c5():
     cfg = make_cfg("fcos_R_50_FPN_1x", "MODEL.RETINANET.USE_C5", "True",
                    "MODEL.BACKBONE.CONV_BODY", "R-18-FPN-RETINANET")

@@ -76,7 +76,8 @@ def _build_resnet_body(cfg, out_levels):
         num_groups=r.NUM_GROUPS,
         width_per_group=r.WIDTH_PER_GROUP,
         stem_out_channels=r.STEM_OUT_CHANNELS,
-        # basic-block ResNets have 64 channels in res2 whatever RES2_OUT_CHANNELS says
+        # basic-block ResNets: res2 has WIDTH_PER_GROUP channels (64 by default) whatever
+        # RES2_OUT_CHANNELS says
         res2_out_channels=None if basic else r.RES2_OUT_CHANNELS,
         stride_in_1x1=r.STRIDE_IN_1X1,
         norm=_resnet_norm(cfg),

@@ -149,7 +149,7 @@ class ResNet(nn.Module):
             Basic blocks need (1, 64).
         stem_out_channels: channels of the stem (64).
         res2_out_channels: channels of C2, doubling per stage; None gives 256 for
-            bottlenecks and 64 for basic blocks.
+            bottlenecks and ``width_per_group`` (64) for basic blocks.
         stride_in_1x1: stride on the bottleneck's 1x1 conv (MSRA) instead of its 3x3.
         norm: "FrozenBN", "BN", "SyncBN", "GN" or a callable ``channels -> nn.Module``.
         freeze_at: parameters of the stem (1) and of layer1 .. layer{freeze_at-1} get
@@ -179,7 +179,8 @@ class ResNet(nn.Module):
         make_block = self._block_maker(block_type, num_groups, width_per_group,
                                        stride_in_1x1, norm_layer)
         if res2_out_channels is None:
-            res2_out_channels = 256 if block_type == "bottleneck" else 64
+            # basic blocks: res2 is as wide as one group (64 in ResNet-18/34, as in the paper)
+            res2_out_channels = 256 if block_type == "bottleneck" else width_per_group
         in_channels, stride = stem_out_channels, 4
         self.out_levels = tuple(out_levels)
         self.out_channels, self.out_strides = [], []
@@ -203,8 +204,9 @@ class ResNet(nn.Module):
     def _block_maker(block_type, num_groups, width_per_group, stride_in_1x1, norm_layer):
         """Return ``make(in_ch, out_ch, stride, dilation, width_factor, deform) -> block``."""
         if block_type == "basic":
-            if num_groups != 1 or width_per_group != 64:
-                raise ValueError("basic blocks support only num_groups=1, width_per_group=64")
+            if num_groups != 1:
+                raise ValueError("basic blocks support only num_groups=1 (width_per_group sets "
+                                 "their res2 width), got num_groups={}".format(num_groups))
             return lambda cin, cout, stride, dil, _factor, deform: BasicBlock(
                 cin, cout, stride, dil, norm_layer, deform)
         width = num_groups * width_per_group
