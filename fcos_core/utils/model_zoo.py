@@ -106,14 +106,22 @@ def resolve_weight(weight):
     """A local file for ``weight``: a path (returned as is), a URL or a model-zoo name (cached).
 
     Raises:
-        FileNotFoundError: offline / failed download, naming the URL and where to put the file.
+        FileNotFoundError: offline / failed download, naming the URL and where to put the file; or
+            no such file and ``weight`` is close to a model-zoo name (the message suggests it).
         RuntimeError: the downloaded file does not match its checksum (it has been removed).
     """
     weight = str(weight)
     if weight.startswith(("http://", "https://", "file://")):
         return cache_url(weight)
-    if not os.path.exists(weight) and model_zoo_name(weight) is not None:
+    if os.path.exists(weight):
+        return weight
+    if model_zoo_name(weight) is not None:
         return cache_url(model_zoo_url(weight))
+    lowered = {name.lower(): name for name in MODEL_ZOO}
+    close = difflib.get_close_matches(weight.lower(), list(lowered), n=3, cutoff=0.8)
+    if close:  # a mistyped model-zoo name rather than a missing file
+        raise FileNotFoundError(f"{weight!r} is neither a file nor a model-zoo name; did you mean "
+                                f"{' or '.join(lowered[c] for c in close)}?")
     return weight
 
 

@@ -53,6 +53,9 @@ def test_model_zoo_name_resolves_to_the_original_address_and_file(hub):
     assert model_zoo_url("fcos_R_50_FPN_1x").endswith("/dDeDPBLEAt19Xrl/download#FCOS_R_50_FPN_1x.pth")
     with pytest.raises(KeyError, match="FCOS_imprv_R_50_FPN_1x"):
         model_zoo_url("fcos_imprv_R_50_FPN_2x")
+    with pytest.raises(FileNotFoundError, match="did you mean FCOS_imprv_R_50_FPN_1x"):
+        resolve_weight("fcos_imprv_R_50_FPN_2x")
+    assert resolve_weight("no/such/model_final.pth") == "no/such/model_final.pth"  # the loader reports it
     # a copy already in the hub cache is used without any network access
     hub.mkdir(parents=True)
     (hub / "FCOS_imprv_R_50_FPN_1x.pth").write_bytes(PAYLOAD)
