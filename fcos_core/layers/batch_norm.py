@@ -4,7 +4,12 @@ Used in the ResNet backbones of maskrcnn-benchmark / FCOS (configs with MODEL.RE
 ``FCOS_R_50_FPN_1x``): ImageNet MSRA weights are loaded and their batch norm is never updated.
 As the original it has NO epsilon: scale = weight / sqrt(running_var). State-dict keys
 ``weight``, ``bias``, ``running_mean``, ``running_var`` (see spec/R_50_FPN.keys.tsv).
+
+:func:`fuse_conv_bn` folds such a norm (or an eval-mode ``nn.BatchNorm2d``) into the convolution
+before it, for inference only (see :mod:`fcos_core.modeling.fuse`).
 """
+import copy
+
 import torch
 from torch import nn
 
@@ -24,9 +29,13 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(n))
         self.register_buffer("running_var", torch.ones(n))
 
-    def forward(self, x):
+    def scale_and_shift(self):
+        """The affine map this layer applies, ``y = x * scale + shift``: two float Tensors [n]."""
         scale = self.weight * self.running_var.rsqrt()
-        bias = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x):
+        scale, bias = self.scale_and_shift()
         scale = scale.reshape(1, -1, 1, 1).to(x.dtype)
         bias = bias.reshape(1, -1, 1, 1).to(x.dtype)
         return x.mul(scale).add_(bias)  # one output tensor instead of two
@@ -41,3 +50,58 @@ class FrozenBatchNorm2d(nn.Module):
 
     def __repr__(self):
         return "{}({})".format(self.__class__.__name__, self.num_features)
+
+
+def batch_norm_scale_and_shift(bn, dtype=torch.float64):
+    """Per-channel ``(scale, shift)`` [n] with ``bn(x) == x * scale + shift`` at inference.
+
+    ``bn``: :class:`FrozenBatchNorm2d` (no epsilon) or an ``nn.BatchNorm2d`` /
+    ``nn.SyncBatchNorm`` with running statistics (``weight / sqrt(running_var + eps)``; missing
+    affine parameters count as 1 and 0). Computed in ``dtype`` (float64: the fold then adds no
+    rounding of its own beyond the final cast).
+    """
+    if isinstance(bn, FrozenBatchNorm2d):
+        var, eps = bn.running_var.to(dtype), 0.0
+    elif isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_var is not None:
+        var, eps = bn.running_var.to(dtype), bn.eps
+    else:
+        raise TypeError("cannot fold {} (FrozenBatchNorm2d or BatchNorm with running stats)".format(bn))
+    n = var.shape[0]
+    weight = bn.weight.detach().to(dtype) if bn.weight is not None else var.new_ones(n)
+    bias = bn.bias.detach().to(dtype) if bn.bias is not None else var.new_zeros(n)
+    scale = weight * (var + eps).rsqrt()
+    return scale, bias - bn.running_mean.to(dtype) * scale
+
+
+def fuse_conv_bn(conv, bn):
+    """A new ``nn.Conv2d`` equal to ``bn(conv(x))`` at inference; ``conv`` and ``bn`` are unchanged.
+
+    Folding (as in Jacob et al., "Quantization and Training of Neural Networks for Efficient
+    Integer-Arithmetic-Only Inference", CVPR 2018, Sec. 3.2): with ``bn(y) = y * s + t``,
+    ``W' = W * s`` (per output channel) and ``b' = b * s + t`` (``b = 0`` for a conv without
+    bias). The new conv always has a bias, keeps ``conv``'s dtype, device, memory format and
+    ``requires_grad``; its weights are computed in float64 and rounded once.
+
+    Args:
+        conv: ``nn.Conv2d`` [C_out, C_in / groups, kH, kW] (exactly that class: a subclass may
+            compute something else).
+        bn: a norm over C_out channels accepted by :func:`batch_norm_scale_and_shift`; an
+            ``nn.BatchNorm2d`` must be in eval mode (in training it uses batch statistics).
+    """
+    if type(conv) is not nn.Conv2d:
+        raise TypeError("fuse_conv_bn needs an nn.Conv2d, got {}".format(type(conv).__name__))
+    scale, shift = batch_norm_scale_and_shift(bn)
+    if bn.training and not isinstance(bn, FrozenBatchNorm2d):
+        raise ValueError("{} is in training mode: it normalises with batch statistics, which cannot be "
+                         "folded; call .eval() first".format(bn))
+    if scale.shape[0] != conv.out_channels:
+        raise ValueError("{} channels in the norm for a conv of {}".format(scale.shape[0], conv.out_channels))
+    weight = conv.weight.detach()
+    bias = conv.bias.detach().double() if conv.bias is not None else scale.new_zeros(conv.out_channels)
+    fused = copy.deepcopy(conv)
+    with torch.no_grad():
+        # copy_ keeps the weight's memory format (channels_last stays channels_last)
+        fused.weight.copy_(weight.double() * scale.to(weight.device).reshape(-1, 1, 1, 1))
+        new_bias = (bias.to(weight.device) * scale.to(weight.device) + shift.to(weight.device)).to(weight.dtype)
+    fused.bias = nn.Parameter(new_bias, requires_grad=conv.weight.requires_grad)
+    return fused
