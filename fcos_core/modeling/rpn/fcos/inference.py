@@ -1,15 +1,24 @@
 """FCOS post-processing: head outputs to detections (Sec. 2.3 and the original test settings).
 
 Per level and image: keep the (location, class) pairs whose classification probability is
-above ``pre_nms_thresh``, at most ``pre_nms_top_n`` of them by probability x centerness, decode
-their boxes and clip them to the image; the detection score is
-``sqrt(sigmoid(cls) * sigmoid(centerness))``. Then, over all levels of an image, class-aware
-NMS (legacy +1 IoU) and the ``fpn_post_nms_top_n`` best detections (ties at the threshold kept).
+above ``pre_nms_thresh`` (MODEL.FCOS.INFERENCE_TH), at most ``pre_nms_top_n``
+(MODEL.FCOS.PRE_NMS_TOP_N) of them by probability x centerness, decode their boxes and clip them
+to the image; the detection score is ``sqrt(sigmoid(cls) * sigmoid(centerness))``. Then, over all
+levels of an image, class-aware NMS (MODEL.FCOS.NMS_TH, legacy +1 IoU) and the
+``fpn_post_nms_top_n`` (TEST.DETECTIONS_PER_IMG) best detections, ties at the threshold kept.
+
+The whole batch is processed at once: the candidates of every image and level are one flat list
+tagged with their image, the per-(image, level) and per-image top-k are ranks within groups, and
+one class-aware NMS call treats (image, class) as the class. The only host-device syncs are the
+candidate selection, the top-k filters and the final split into one BoxList per image.
+Everything runs in float32, also under autocast (reduced-precision head outputs are cast up first).
 """
 import torch
 
+from fcos_core.layers.nms import ml_nms
 from fcos_core.structures.bounding_box import BoxList
-from fcos_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist, remove_small_boxes
+
+from .target_assignment import flatten_level_outputs
 
 
 def decode_boxes(locations, distances):
@@ -17,26 +26,56 @@ def decode_boxes(locations, distances):
     return torch.cat((locations - distances[:, :2], locations + distances[:, 2:]), dim=1)
 
 
-def select_candidates(cls_prob, centerness_prob, pre_nms_thresh, pre_nms_top_n):
-    """Candidate (location, class) pairs of one image and one level.
+def clip_boxes(boxes, max_xy):
+    """``xyxy`` boxes [P, 4] clamped to ``[0, max_x] x [0, max_y]``, ``max_xy`` [P, 2] per box.
+
+    ``max_xy`` is ``(W - 1, H - 1)`` for pixel-inclusive boxes, as ``BoxList.clip_to_image``.
+    """
+    max_x, max_y = max_xy[:, 0], max_xy[:, 1]
+    x1, y1, x2, y2 = boxes.clamp(min=0).unbind(dim=1)
+    return torch.stack((torch.minimum(x1, max_x), torch.minimum(y1, max_y),
+                        torch.minimum(x2, max_x), torch.minimum(y2, max_y)), dim=1)
+
+
+def rank_within_groups(group, score, num_groups):
+    """Rank of each element among those of its group by decreasing score: int64 [K], 0 = best.
 
     Args:
-        cls_prob: [L, C] classification probabilities.
-        centerness_prob: [L] centerness probabilities.
+        group: [K] int64 in ``0 .. num_groups - 1``; score: [K] float.
 
-    Returns:
-        loc_idx [K], class_idx [K] (0-based column), and the ranking score
-        ``cls_prob * centerness_prob`` [K], with K <= pre_nms_top_n.
+    Equal scores are ranked by increasing index (a stable sort), as ``nms`` visits them.
     """
-    candidates = cls_prob > pre_nms_thresh
-    score = cls_prob * centerness_prob[:, None]
-    loc_idx, class_idx = candidates.nonzero(as_tuple=True)
-    score = score[loc_idx, class_idx]
-    if score.numel() > pre_nms_top_n:
-        score, top = score.topk(pre_nms_top_n, sorted=False)
-        loc_idx = loc_idx[top]
-        class_idx = class_idx[top]
-    return loc_idx, class_idx, score
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    counts = torch.bincount(group, minlength=num_groups)
+    starts = counts.cumsum(0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device) - starts[group[order]]
+    return rank
+
+
+def top_n_with_ties(group, score, num_groups, n):
+    """BoolTensor [K]: the elements whose score is at least the n-th best of their group.
+
+    Equal to keeping ``score >= kthvalue(score_g, len_g - n + 1)`` in every group ``g`` with more
+    than ``n`` elements and everything in the others (the original's FPN_POST_NMS_TOP_N cut).
+    """
+    rank = rank_within_groups(group, score, num_groups)
+    counts = torch.bincount(group, minlength=num_groups)
+    nth = score.new_full((num_groups,), float("-inf"))
+    at_n = rank == n - 1
+    nth[group[at_n]] = score[at_n]
+    return (counts[group] <= n) | (score >= nth[group])
+
+
+def flatten_level_sigmoid(outputs, channels):
+    """float32 sigmoid of per-level logits [N, C, H_l, W_l], flattened to [N, sum_l H_l W_l, C].
+
+    The sigmoid runs level by level, before concatenating: vectorised and scalar sigmoid kernels
+    may differ in the last bit, so this keeps every value what a per-level pass computes.
+    """
+    n = outputs[0].shape[0]
+    return torch.cat([o.permute(0, 2, 3, 1).reshape(n, -1, channels).float().sigmoid() for o in outputs], dim=1)
 
 
 class FCOSPostProcessor(torch.nn.Module):
@@ -45,8 +84,8 @@ class FCOSPostProcessor(torch.nn.Module):
     ``locations``: list over levels of [L_l, 2]; ``box_cls``: list of [N, C, H_l, W_l] logits;
     ``box_regression``: list of [N, 4, H_l, W_l] distances in pixels; ``centerness``: list of
     [N, 1, H_l, W_l] logits; ``image_sizes``: list of (h, w). Each returned BoxList is ``xyxy``
-    in the coordinates of the (resized, unpadded) input image, with fields "scores" and
-    "labels" (1..C).
+    float32 in the coordinates of the (resized, unpadded) input image, with fields "labels"
+    (int64, 1..C) and "scores" (float32), in decreasing score order.
     """
 
     def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n, min_size, num_classes):
@@ -58,47 +97,94 @@ class FCOSPostProcessor(torch.nn.Module):
         self.min_size = min_size
         self.num_classes = num_classes
 
-    def forward_for_single_feature_map(self, locations, box_cls, box_regression, centerness, image_sizes):
-        """Detections of one level for every image: a list of BoxList."""
-        n, c, _, _ = box_cls.shape
-        cls_prob = box_cls.permute(0, 2, 3, 1).reshape(n, -1, c).sigmoid()
-        distances = box_regression.permute(0, 2, 3, 1).reshape(n, -1, 4)
-        ctr_prob = centerness.permute(0, 2, 3, 1).reshape(n, -1).sigmoid()
-        results = []
-        for i in range(n):
-            loc_idx, class_idx, score = select_candidates(
-                cls_prob[i], ctr_prob[i], self.pre_nms_thresh, self.pre_nms_top_n
-            )
-            boxes = decode_boxes(locations[loc_idx], distances[i, loc_idx])
-            h, w = image_sizes[i]
-            boxlist = BoxList(boxes, (int(w), int(h)), mode="xyxy")
-            boxlist.add_field("labels", class_idx + 1)
-            boxlist.add_field("scores", torch.sqrt(score))
-            boxlist = boxlist.clip_to_image(remove_empty=False)
-            results.append(remove_small_boxes(boxlist, self.min_size))
-        return results
-
     def forward(self, locations, box_cls, box_regression, centerness, image_sizes):
-        per_level = [
-            self.forward_for_single_feature_map(loc, cls, reg, ctr, image_sizes)
-            for loc, cls, reg, ctr in zip(locations, box_cls, box_regression, centerness)
-        ]
-        per_image = [cat_boxlist(list(boxlists)) for boxlists in zip(*per_level)]
-        return self.select_over_all_levels(per_image)
+        with torch.autocast(device_type=box_cls[0].device.type, enabled=False):
+            image_idx, boxes, scores, labels = self.select_candidates(
+                locations, box_cls, box_regression, centerness, image_sizes
+            )
+            keep = self.nms_and_top_n(image_idx, boxes, scores, labels, len(image_sizes))
+            return split_by_image(image_idx[keep], boxes[keep], scores[keep], labels[keep], image_sizes)
+
+    def select_candidates(self, locations, box_cls, box_regression, centerness, image_sizes):
+        """Candidates of every image and level, before NMS (flat, image by image, level by level).
+
+        Returns:
+            image_idx [K] int64, boxes [K, 4] ``xyxy`` clipped to their image, scores [K]
+            (``sqrt(cls_prob * ctr_prob)``) and labels [K] int64 (1..C), all float32 / on the
+            inputs' device; at most ``pre_nms_top_n`` per image and level.
+        """
+        n, c = box_cls[0].shape[:2]
+        cls_prob = flatten_level_sigmoid(box_cls, c)  # [N, L, C]
+        ctr_prob = flatten_level_sigmoid(centerness, 1)[..., 0]  # [N, L]
+        distances = flatten_level_outputs(box_regression, 4).float()  # [N, L, 4]
+        device = cls_prob.device
+        level = torch.repeat_interleave(
+            torch.arange(len(locations), device=device),
+            torch.tensor([len(loc) for loc in locations], device=device),
+        )
+        image_idx, loc_idx, class_idx = (cls_prob > self.pre_nms_thresh).nonzero(as_tuple=True)
+        score = cls_prob[image_idx, loc_idx, class_idx] * ctr_prob[image_idx, loc_idx]
+        group = image_idx * len(locations) + level[loc_idx]
+        top = rank_within_groups(group, score, n * len(locations)) < self.pre_nms_top_n
+        image_idx, loc_idx, class_idx, score = image_idx[top], loc_idx[top], class_idx[top], score[top]
+
+        boxes = decode_boxes(torch.cat(locations)[loc_idx], distances[image_idx, loc_idx])
+        max_xy = torch.tensor([[int(w) - 1, int(h) - 1] for h, w in image_sizes], dtype=boxes.dtype, device=device)
+        boxes = clip_boxes(boxes, max_xy.reshape(-1, 2)[image_idx])
+        # remove_small_boxes: widths and heights x2 - x1 + 1 (legacy), both >= min_size
+        big = (boxes[:, 2] - boxes[:, 0] + 1 >= self.min_size) & (boxes[:, 3] - boxes[:, 1] + 1 >= self.min_size)
+        return image_idx[big], boxes[big], torch.sqrt(score[big]), class_idx[big] + 1
+
+    def nms_and_top_n(self, image_idx, boxes, scores, labels, num_images):
+        """Indices [K'] kept by class-aware NMS within each image and the per-image top-n.
+
+        One NMS call for the batch: (image, label) pairs act as the classes. The kept indices are
+        in decreasing score order (ties: lower index first), so each image's detections are in the
+        order per-image NMS gives.
+        """
+        if self.nms_thresh > 0:
+            keep = ml_nms(boxes, scores, image_idx * (self.num_classes + 1) + labels, self.nms_thresh)
+        else:
+            keep = torch.arange(scores.numel(), device=scores.device)
+        if self.fpn_post_nms_top_n > 0:
+            keep = keep[top_n_with_ties(image_idx[keep], scores[keep], num_images, self.fpn_post_nms_top_n)]
+        return keep
 
     def select_over_all_levels(self, boxlists):
-        """Class-aware NMS, then the ``fpn_post_nms_top_n`` best of each image."""
-        results = []
-        for boxlist in boxlists:
-            result = boxlist_ml_nms(boxlist, self.nms_thresh)
-            num = len(result)
-            if num > self.fpn_post_nms_top_n > 0:
-                scores = result.get_field("scores")
-                thresh, _ = torch.kthvalue(scores.cpu(), num - self.fpn_post_nms_top_n + 1)
-                keep = torch.nonzero(scores >= thresh.item()).squeeze(1)
-                result = result[keep]
-            results.append(result)
-        return results
+        """Class-aware NMS, then the ``fpn_post_nms_top_n`` best of each image.
+
+        ``boxlists``: one BoxList per image with fields "scores" and "labels" (e.g. the merged
+        passes of test-time augmentation); returns new BoxLists, ``xyxy``.
+        """
+        if not boxlists:
+            return []
+        boxlists = [b.convert("xyxy") for b in boxlists]
+        device = boxlists[0].bbox.device
+        counts = torch.tensor([len(b) for b in boxlists], device=device)
+        image_idx = torch.repeat_interleave(torch.arange(len(boxlists), device=device), counts)
+        boxes = torch.cat([b.bbox for b in boxlists])
+        scores = torch.cat([b.get_field("scores") for b in boxlists])
+        labels = torch.cat([b.get_field("labels") for b in boxlists])
+        keep = self.nms_and_top_n(image_idx, boxes, scores, labels, len(boxlists))
+        sizes = [(b.size[1], b.size[0]) for b in boxlists]
+        return split_by_image(image_idx[keep], boxes[keep], scores[keep], labels[keep], sizes)
+
+
+def split_by_image(image_idx, boxes, scores, labels, image_sizes):
+    """One BoxList per image (size ``(w, h)`` from ``image_sizes`` (h, w)), keeping each image's order.
+
+    Args:
+        image_idx [K] int64; boxes [K, 4] ``xyxy``; scores [K]; labels [K].
+    """
+    order = torch.argsort(image_idx, stable=True)
+    counts = torch.bincount(image_idx, minlength=len(image_sizes)).tolist()
+    results = []
+    for idx, (h, w) in zip(order.split(counts), image_sizes):
+        boxlist = BoxList(boxes[idx], (int(w), int(h)), mode="xyxy")
+        boxlist.add_field("labels", labels[idx])
+        boxlist.add_field("scores", scores[idx])
+        results.append(boxlist)
+    return results
 
 
 def make_fcos_postprocessor(cfg):

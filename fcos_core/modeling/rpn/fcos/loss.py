@@ -19,18 +19,9 @@ from .target_assignment import (
     assign_targets,
     centerness_targets,
     check_size_ranges,
+    flatten_level_outputs,
     level_tensors,
 )
-
-
-def flatten_level_outputs(outputs, channels):
-    """Per-level head outputs [N, C, H_l, W_l] to one tensor [N, sum_l H_l W_l, C].
-
-    Locations are ordered level by level, row-major within a level, matching
-    :func:`~.target_assignment.compute_locations`.
-    """
-    n = outputs[0].shape[0]
-    return torch.cat([o.permute(0, 2, 3, 1).reshape(n, -1, channels) for o in outputs], dim=1)
 
 
 class FCOSLossComputation:
@@ -102,10 +93,12 @@ class FCOSLossComputation:
         reg_flat = flatten_level_outputs(box_regression, 4).reshape(-1, 4)
         ctr_flat = flatten_level_outputs(centerness, 1).reshape(-1)
 
+        # The one host-device sync of the loss: gathering the positives needs their number.
+        # The normalisers stay on the device (no .item()).
         pos_inds = torch.nonzero(labels > 0).squeeze(1)
         world = float(get_world_size())
-        total_pos = reduce_sum(labels.new_tensor([pos_inds.numel()], dtype=torch.float32)).item()
-        num_pos_avg = max(total_pos / world, 1.0)
+        total_pos = reduce_sum(labels.new_full((1,), pos_inds.numel(), dtype=torch.float32))
+        num_pos_avg = (total_pos / world).clamp(min=1.0)[0]
 
         loss_cls = self.cls_loss_func(cls_flat, labels) / num_pos_avg
 
@@ -114,7 +107,7 @@ class FCOSLossComputation:
         ctr_pred = ctr_flat[pos_inds]
         if pos_inds.numel() > 0:
             ctr_targets = centerness_targets(reg_targets)
-            ctr_sum_avg = reduce_sum(ctr_targets.sum().detach()).item() / world
+            ctr_sum_avg = reduce_sum(ctr_targets.sum().detach()) / world
             loss_reg = self.box_reg_loss_func(reg_pred, reg_targets, ctr_targets) / ctr_sum_avg
             loss_ctr = self.centerness_loss_func(ctr_pred, ctr_targets) / num_pos_avg
         else:

@@ -40,6 +40,16 @@ def compute_locations(feature_sizes, strides, device=None, dtype=torch.float32):
     ]
 
 
+def flatten_level_outputs(outputs, channels):
+    """Per-level head outputs [N, C, H_l, W_l] to one tensor [N, sum_l H_l W_l, C].
+
+    Locations are ordered level by level, row-major within a level, matching
+    :func:`compute_locations`.
+    """
+    n = outputs[0].shape[0]
+    return torch.cat([o.permute(0, 2, 3, 1).reshape(n, -1, channels) for o in outputs], dim=1)
+
+
 def legacy_box_area(boxes):
     """Areas of ``xyxy`` boxes [M, 4] with the legacy +1 on widths and heights: [M]."""
     return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
