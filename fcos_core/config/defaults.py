@@ -178,6 +178,11 @@ _C.MODEL.FCOS.LOSS_GAMMA = 2.0
 # Conv3x3 + GroupNorm + ReLU layers in each of the classification and
 # regression towers (§3.2, Fig. 2).
 _C.MODEL.FCOS.NUM_CONVS = 4
+# Sec. 3.2 (multi-level prediction): the boundaries m_1..m_4 (pixels) between the
+# levels' ranges of max(l, t, r, b); P3 takes [0, m_1], ..., P7 (m_4, inf). The
+# paper's values for 800-pixel COCO images; smaller images may scale them down.
+# (The name is AdelaiDet's key for the same thing.)
+_C.MODEL.FCOS.SIZES_OF_INTEREST = [64, 128, 256, 512]
 # imprv: center sampling. A location is positive only within a square of
 # half-size RADIUS * stride around the box centre (clipped to the box).
 # <= 0 disables it (the paper's rule: anywhere inside the box).
@@ -302,8 +307,20 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 _C.TEST.IMS_PER_BATCH = 8
 # Detections kept per image after NMS (the COCO limit).
 _C.TEST.DETECTIONS_PER_IMG = 100
-# (new) Run inference under autocast (float16 on CUDA, bfloat16 on CPU).
+# (new) Run inference under autocast (float16 on CUDA, bfloat16 on CPU); boxes
+# and scores are decoded, NMS'd and returned in float32.
 _C.TEST.AMP = False
+# (new) The autocast dtype of TEST.AMP: "" lets the device choose (float16 on
+# CUDA; bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 with a warning on
+# other CPUs, where bfloat16 is emulated and slower); "float16" or "bfloat16"
+# force it (a warning where it is emulated). bfloat16 on a CPU also runs the
+# model in channels_last (what oneDNN's bfloat16 convolutions want).
+_C.TEST.AMP_DTYPE = ""
+# (new) Fold every conv + FrozenBatchNorm2d (or eval BatchNorm2d) pair of the
+# backbone into one conv with a bias for inference (fcos_core/modeling/fuse.py).
+# Same detections up to float rounding; the model that is trained and saved
+# keeps its layers and checkpoint keys (the folded one is a copy).
+_C.TEST.FUSE_FROZEN_BN = True
 
 # Test-time augmentation: detections at several scales and/or flipped are
 # pooled and go through the same class-wise NMS and top-k as one image.

@@ -10,6 +10,7 @@ from fcos_core.modeling.rpn.fcos.target_assignment import (
     compute_locations_per_level,
     inside_center_region,
     level_tensors,
+    size_ranges_from_boundaries,
 )
 
 
@@ -113,6 +114,35 @@ def test_size_ranges_choose_the_level_on_a_real_pyramid():
     assert bool(((max_reg >= lo) & (max_reg <= hi)).all())
     # nothing on P3 (ranges up to 64 need a location within 64 px of every side of a 200 px box)
     assert not pos[: 64].any()
+
+
+def test_sizes_of_interest_key_gives_the_level_ranges():
+    import pytest
+
+    from fcos_core.config import cfg
+    from fcos_core.modeling.rpn.fcos.loss import make_fcos_loss_evaluator
+
+    # the default key reproduces the paper's ranges exactly
+    assert size_ranges_from_boundaries(cfg.MODEL.FCOS.SIZES_OF_INTEREST) == DEFAULT_SIZE_RANGES
+    assert make_fcos_loss_evaluator(cfg).size_ranges == list(DEFAULT_SIZE_RANGES)
+    # halved boundaries move the outer locations of a 60-pixel box from P3 to P4
+    c = cfg.clone()
+    c.merge_from_list(["MODEL.FCOS.SIZES_OF_INTEREST", [32, 64, 128, 256]])
+    ranges = make_fcos_loss_evaluator(c).size_ranges
+    assert ranges[:2] == [(-1, 32), (32, 64)] and ranges[-1] == (256, INF)
+    sizes, strides = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)], [8, 16, 32, 64, 128]
+    locations = compute_locations(sizes, strides)
+    all_loc = torch.cat(locations)
+    boxes = torch.tensor([[20.0, 20.0, 80.0, 80.0]])  # max distance <= 60 everywhere inside
+    levels = []
+    for rngs in (DEFAULT_SIZE_RANGES, ranges):
+        stride, rng = level_tensors([len(x) for x in locations], strides, rngs)
+        labels, _, _ = assign_targets(all_loc, stride, rng, boxes, torch.tensor([1]))
+        levels.append(set(stride[labels > 0].tolist()))
+    assert levels[0] == {8.0} and 16.0 in levels[1]
+    for bad in ([64, 64, 128, 256], [0, 64, 128, 256], [128, 64, 256, 512]):
+        with pytest.raises(ValueError, match="SIZES_OF_INTEREST"):
+            size_ranges_from_boundaries(bad)
 
 
 def test_center_sampling_restricts_positives_to_the_centre():

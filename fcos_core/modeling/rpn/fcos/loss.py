@@ -19,6 +19,7 @@ from .target_assignment import (
     assign_targets,
     centerness_targets,
     check_size_ranges,
+    size_ranges_from_boundaries,
     flatten_level_outputs,
     level_tensors,
 )
@@ -129,4 +130,5 @@ def make_fcos_loss_evaluator(cfg):
         iou_loss_type=fcos.IOU_LOSS_TYPE,
         center_sampling_radius=fcos.CENTER_SAMPLING_RADIUS,
         norm_reg_targets=fcos.NORM_REG_TARGETS,
+        size_ranges=size_ranges_from_boundaries(fcos.SIZES_OF_INTEREST),
     )
