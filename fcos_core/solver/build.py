@@ -26,15 +26,28 @@ def param_groups(model, base_lr, weight_decay, bias_lr_factor=1.0, weight_decay_
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
 
 
+def _fused_supported(groups):
+    """Whether torch's fused (one kernel for all parameters) SGD/AdamW applies: every parameter a
+    floating-point tensor on the CPU or CUDA, all on one device type. The fused step does the same
+    arithmetic as the per-parameter loop; on the CPU it is several times faster (fewer, larger
+    parallel regions), which matters for small models. None lets torch choose (no fusing)."""
+    params = [p for g in groups for p in g["params"]]
+    kinds = {p.device.type for p in params}
+    if not params or len(kinds) != 1 or kinds.pop() not in ("cpu", "cuda"):
+        return None
+    return True if all(torch.is_floating_point(p) for p in params) else None
+
+
 def make_optimizer(cfg, model):
     """SGD with momentum (the original) or AdamW (SOLVER.OPTIMIZER)."""
     s = cfg.SOLVER
     groups = param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS,
                           s.DCONV_OFFSETS_LR_FACTOR)
+    fused = _fused_supported(groups)
     if s.OPTIMIZER == "SGD":
-        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, fused=fused)
     if s.OPTIMIZER == "AdamW":
-        return torch.optim.AdamW(groups, lr=s.BASE_LR)
+        return torch.optim.AdamW(groups, lr=s.BASE_LR, fused=fused)
     raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {s.OPTIMIZER!r}")
 
 
