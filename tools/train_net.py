@@ -16,7 +16,7 @@ from fcos_core.config import cfg, resolve_device
 from fcos_core.data import make_data_loader
 from fcos_core.data.datasets.coco import data_skip_counts
 from fcos_core.engine.bbox_aug import make_bbox_aug_fn
-from fcos_core.engine.inference import inference
+from fcos_core.engine.inference import inference, make_inference_options
 from fcos_core.engine.trainer import do_train, plot_loss_curves, set_rng_state
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.solver import make_lr_scheduler, make_optimizer
@@ -129,14 +129,14 @@ def run_test(cfg, model, distributed, logger):
             output_folders[i] = os.path.join(cfg.OUTPUT_DIR, "inference", name)
             os.makedirs(output_folders[i], exist_ok=True)
     loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    options = make_inference_options(cfg)._asdict()  # folded BN, AMP, channels_last (TEST.*)
     results = []
     for folder, name, loader in zip(output_folders, cfg.DATASETS.TEST, loaders):
         results.append(inference(
             model, loader, dataset_name=name, iou_types=iou_types, box_only=False, device=cfg.MODEL.DEVICE,
             expected_results=cfg.TEST.EXPECTED_RESULTS,
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL, output_folder=folder,
-            amp_dtype=amp_dtype_for(cfg.MODEL.DEVICE, cfg.TEST.AMP),
-            channels_last=cfg.SOLVER.CHANNELS_LAST, bbox_aug_fn=make_bbox_aug_fn(cfg),
+            bbox_aug_fn=make_bbox_aug_fn(cfg), **options,
         ))
         synchronize()
     return results

@@ -1,25 +1,86 @@
-"""Running a detector over a test loader, gathering results on rank 0, and evaluating them."""
+"""Running a detector over a test loader, gathering results on rank 0, and evaluating them.
+
+Also the inference-only preparation of a model shared by every inference path (tools/test_net.py,
+the end of tools/train_net.py, the COCODemo predictor, tools/benchmark.py): folded batch norms
+(TEST.FUSE_FROZEN_BN), autocast (TEST.AMP, TEST.AMP_DTYPE) and channels_last.
+"""
+import copy
 import logging
 import os
 import sys
 import time
+from typing import NamedTuple, Optional
 
 import torch
 from tqdm import tqdm
 
 from fcos_core.data.datasets.evaluation import evaluate
+from fcos_core.modeling.fuse import fuse_conv_bn_for_inference
 from fcos_core.utils.comm import all_gather, get_world_size, is_main_process, synchronize
+from fcos_core.utils.env import amp_dtype_for
 
 from .trainer import autocast_context
 
 
-def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last=False, bbox_aug_fn=None):
+class InferenceOptions(NamedTuple):
+    """How a model runs at test time (see :func:`make_inference_options`)."""
+
+    amp_dtype: Optional[torch.dtype] = None  # autocast dtype, None for float32
+    channels_last: bool = False  # model weights and images in channels_last
+    fuse_bn: bool = False  # fold conv + batch norm pairs (modeling/fuse.py)
+
+
+def make_inference_options(cfg, device=None):
+    """:class:`InferenceOptions` from TEST.AMP, TEST.AMP_DTYPE, TEST.FUSE_FROZEN_BN and
+    SOLVER.CHANNELS_LAST: the one place that reads them.
+
+    ``device`` (default MODEL.DEVICE) is where the model runs. bfloat16 autocast on a CPU also
+    turns channels_last on: oneDNN runs bfloat16 convolutions in that layout, and converting at
+    every layer would eat the gain.
+    """
+    device = torch.device(device if device is not None else cfg.MODEL.DEVICE)
+    amp_dtype = amp_dtype_for(device, cfg.TEST.AMP, cfg.TEST.AMP_DTYPE)
+    cpu_bf16 = amp_dtype == torch.bfloat16 and device.type == "cpu"
+    return InferenceOptions(amp_dtype, bool(cfg.SOLVER.CHANNELS_LAST) or cpu_bf16, bool(cfg.TEST.FUSE_FROZEN_BN))
+
+
+def prepare_for_inference(model, fuse_bn=True, channels_last=False):
+    """The model to run at test time, in eval mode; ``model`` itself is never changed.
+
+    Args:
+        model: a detector (or any module; a DistributedDataParallel wrapper is looked through).
+        fuse_bn: fold its conv + batch norm pairs (:func:`fuse_conv_bn_for_inference`), in a copy.
+        channels_last: weights in channels_last memory format (in a copy unless already so).
+
+    Returns ``model`` (in eval mode) when there is nothing to do, else a copy only meant for
+    inference: its state dict is not a checkpoint's when folded, so it is never trained or saved.
+    """
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    if fuse_bn:
+        model = fuse_conv_bn_for_inference(model)
+    if channels_last and not _is_channels_last(model):
+        if not fuse_bn:
+            model = copy.deepcopy(model)
+        model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def _is_channels_last(model):
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+
+
+def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last=False, bbox_aug_fn=None,
+                       fuse_bn=False):
     """Predictions of ``model`` for every image of ``data_loader``: ``{dataset index: BoxList}`` on the CPU.
 
     ``bbox_aug_fn(model, images, device)``, when given, replaces the plain forward pass
-    (test-time augmentation, TEST.BBOX_AUG).
+    (test-time augmentation, TEST.BBOX_AUG). ``fuse_bn`` and ``channels_last`` run a copy of
+    ``model`` prepared by :func:`prepare_for_inference`; ``model`` is left as it was (but in eval mode).
     """
     model.eval()
+    model = prepare_for_inference(model, fuse_bn, channels_last)
     results = {}
     show = is_main_process() and sys.stderr.isatty()
     for images, _targets, image_ids in tqdm(data_loader, desc="inference", disable=not show, dynamic_ncols=True):
@@ -67,8 +128,11 @@ def inference(
     amp_dtype=None,
     channels_last=False,
     bbox_aug_fn=None,
+    fuse_bn=False,
 ):
     """Predict on every image of ``data_loader.dataset`` and evaluate (the original's signature).
+
+    ``amp_dtype``, ``channels_last`` and ``fuse_bn``: see :class:`InferenceOptions`.
 
     Returns the evaluation result on rank 0 (see
     :func:`fcos_core.data.datasets.evaluation.evaluate`) and None on the other ranks.
@@ -77,7 +141,7 @@ def inference(
     dataset = data_loader.dataset
     logger.info("Start evaluation on %s dataset (%d images).", dataset_name, len(dataset))
     start = time.time()
-    predictions = compute_on_dataset(model, data_loader, device, amp_dtype, channels_last, bbox_aug_fn)
+    predictions = compute_on_dataset(model, data_loader, device, amp_dtype, channels_last, bbox_aug_fn, fuse_bn)
     synchronize()
     total = time.time() - start
     num_devices = get_world_size()

@@ -26,6 +26,8 @@ from torchvision.transforms import functional as F
 
 from fcos_core.config import load_config, resolve_device
 from fcos_core.data.transforms import Normalize, Resize
+from fcos_core.engine.inference import make_inference_options, prepare_for_inference
+from fcos_core.engine.trainer import autocast_context
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures import to_image_list
 from fcos_core.utils.checkpoint import DetectronCheckpointer
@@ -112,7 +114,8 @@ class COCODemo(object):
 
     Arguments:
         cfg (CfgNode): the model's config; MODEL.WEIGHT is loaded, MODEL.DEVICE is used (CPU when
-            CUDA is missing), INPUT.* gives the normalisation and the size cap.
+            CUDA is missing), INPUT.* gives the normalisation and the size cap, TEST.FUSE_FROZEN_BN,
+            TEST.AMP and TEST.AMP_DTYPE how the model runs (``fcos_core.engine.inference``).
         confidence_thresholds_for_classes (float, sequence of C floats, Tensor[C] or None): a
             detection of label ``l`` is kept when its score > thresholds[l - 1]; a single float
             applies to all classes; None: :data:`COCO_THRESHOLDS_FOR_CLASSES` for the COCO
@@ -147,11 +150,16 @@ class COCODemo(object):
 
         self.device = torch.device(resolve_device(cfg.MODEL.DEVICE))
         self.cpu_device = torch.device("cpu")
-        self.model = build_detection_model(self.cfg)
-        self.model.eval()
-        self.model.to(self.device)
-        checkpointer = DetectronCheckpointer(self.cfg, self.model, save_dir=cfg.OUTPUT_DIR)
+        model = build_detection_model(self.cfg)
+        model.eval()
+        model.to(self.device)
+        checkpointer = DetectronCheckpointer(self.cfg, model, save_dir=cfg.OUTPUT_DIR)
         checkpointer.load(cfg.MODEL.WEIGHT, use_latest=False)
+        # TEST.FUSE_FROZEN_BN / TEST.AMP / TEST.AMP_DTYPE: self.model is the inference model (with
+        # folded norms its state dict is not a checkpoint's; the demo never saves it)
+        self.inference_options = make_inference_options(self.cfg, self.device)
+        self.model = prepare_for_inference(model, self.inference_options.fuse_bn,
+                                           self.inference_options.channels_last)
 
         self.transforms = self.build_transform()
         # multiplied by the label, modulo 255, to give each class its own colour
@@ -202,7 +210,9 @@ class COCODemo(object):
         """
         image = self.transforms(original_image)
         image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
-        with torch.no_grad():
+        if self.inference_options.channels_last:
+            image_list.tensors = image_list.tensors.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast_context(self.device, self.inference_options.amp_dtype):
             predictions = self.model(image_list)
         prediction = predictions[0].to(self.cpu_device)
         height, width = original_image.shape[:2]

@@ -1,0 +1,94 @@
+"""Inference options (fcos_core.engine.inference): folded batch norms (TEST.FUSE_FROZEN_BN), the
+autocast dtype (TEST.AMP, TEST.AMP_DTYPE, utils.env.amp_dtype_for) and channels_last; bfloat16
+inference gives nearly the float32 detections, in float32."""
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcos_core.config import load_config
+from fcos_core.engine.inference import compute_on_dataset, make_inference_options, prepare_for_inference
+from fcos_core.layers.batch_norm import FrozenBatchNorm2d
+from fcos_core.modeling.detector import build_detection_model
+from fcos_core.structures.boxlist_ops import boxlist_iou
+from fcos_core.structures.image_list import to_image_list
+from fcos_core.utils import env
+from fcos_core.utils.env import amp_dtype_for
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = str(ROOT / "configs" / "quickstart" / "fcos_shapes.yaml")
+
+
+def test_amp_dtype_for(monkeypatch, caplog):
+    assert amp_dtype_for("cuda", False, "bfloat16") is None  # not asked for: float32
+    assert amp_dtype_for("cuda", True) == torch.float16
+    assert amp_dtype_for("cuda:0", True, "bfloat16") == torch.bfloat16
+    monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: True)
+    assert amp_dtype_for("cpu", True) == torch.bfloat16
+    monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        assert amp_dtype_for("cpu", True) is None  # the device's choice: float32, with a warning
+        assert "float32" in caplog.text
+        caplog.clear()
+        assert amp_dtype_for("cpu", True, "bfloat16") == torch.bfloat16  # asked for: honoured
+        assert "emulated" in caplog.text
+    with pytest.raises(ValueError):
+        amp_dtype_for("cpu", True, "float8")
+
+
+def test_make_inference_options(monkeypatch):
+    monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: False)
+    cfg = load_config(QUICKSTART, ["SOLVER.CHANNELS_LAST", "False"])
+    assert tuple(make_inference_options(cfg)) == (None, False, True)  # defaults: fp32, folded
+    cfg = load_config(QUICKSTART, ["SOLVER.CHANNELS_LAST", "False", "TEST.AMP", "True",
+                                   "TEST.AMP_DTYPE", "bfloat16", "TEST.FUSE_FROZEN_BN", "False"])
+    assert tuple(make_inference_options(cfg)) == (torch.bfloat16, True, False)  # bf16 on CPU: channels_last
+    assert make_inference_options(cfg, "cuda").amp_dtype == torch.bfloat16
+    assert tuple(make_inference_options(load_config(QUICKSTART, ["TEST.AMP", "True"]), "cuda")) == (
+        torch.float16, True, True)  # SOLVER.CHANNELS_LAST of the quickstart config
+
+
+def test_prepare_for_inference_copies_and_leaves_the_model_alone():
+    cfg = load_config(str(ROOT / "configs" / "fcos" / "fcos_R_50_FPN_1x.yaml"), ["MODEL.WEIGHT", ""])
+    model = build_detection_model(cfg).train()
+    keys = list(model.state_dict())
+    assert prepare_for_inference(model, fuse_bn=False) is model and not model.training
+    prepared = prepare_for_inference(model, fuse_bn=True, channels_last=True)
+    assert prepared is not model and list(model.state_dict()) == keys
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in prepared.modules())
+    assert prepared.backbone.body.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.backbone.body.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    unfolded = prepare_for_inference(model, fuse_bn=False, channels_last=True)
+    assert unfolded is not model and any(isinstance(m, FrozenBatchNorm2d) for m in unfolded.modules())
+
+
+def _match(expected, actual):
+    """For each of ``expected``'s detections: the best IoU with an ``actual`` one of its label, and
+    the score difference to that one."""
+    iou = boxlist_iou(expected, actual)
+    same = expected.get_field("labels")[:, None] == actual.get_field("labels")[None]
+    best, j = torch.where(same, iou, torch.zeros_like(iou)).max(dim=1)
+    return best, (expected.get_field("scores") - actual.get_field("scores")[j]).abs()
+
+
+def test_bfloat16_inference_gives_nearly_the_float32_detections():
+    """The quickstart model (ResNet-18 with trainable BatchNorm, folded), random weights, through
+    compute_on_dataset: bfloat16 autocast + channels_last against float32 (loose tolerance)."""
+    torch.manual_seed(0)
+    cfg = load_config(QUICKSTART, ["MODEL.FCOS.INFERENCE_TH", "0.3"])
+    model = build_detection_model(cfg)
+    torch.nn.init.normal_(model.rpn.head.cls_logits.bias, std=1.0)  # plenty of detections
+    images = to_image_list([torch.randn(3, 96, 128), torch.randn(3, 80, 112)], 32)
+    loader = [(images, None, [0, 1])]
+    fp32 = compute_on_dataset(model, loader, "cpu", fuse_bn=True)
+    bf16 = compute_on_dataset(model, loader, "cpu", amp_dtype=torch.bfloat16, channels_last=True, fuse_bn=True)
+    for i in (0, 1):
+        out = bf16[i]
+        assert out.bbox.dtype == torch.float32 and out.get_field("scores").dtype == torch.float32
+        assert abs(len(out) - len(fp32[i])) <= max(2, len(fp32[i]) // 10)
+        top = fp32[i][fp32[i].get_field("scores").argsort(descending=True)[:10]]
+        assert len(top) > 0
+        iou, score_diff = _match(top, out)
+        assert (iou > 0.9).all(), iou
+        assert (score_diff < 0.02).all(), score_diff
