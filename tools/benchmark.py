@@ -6,7 +6,9 @@ Parts (``--only`` runs one of them; by default all three):
 * ``inference``: time per image, eval mode, ``torch.inference_mode``, batch 1, one image of
   ``--size H W`` (default 800 x 1333), no data loading. Ours: ``fcos_R_50_FPN_1x`` (backbone, head
   and the full post-processing with the config's INFERENCE_TH 0.05, PRE_NMS_TOP_N 1000, NMS_TH
-  0.6, 100 detections) on an already normalised tensor (BGR 0-255 minus PIXEL_MEAN). torchvision:
+  0.6, 100 detections) on an already normalised tensor (BGR 0-255 minus PIXEL_MEAN), prepared as
+  tools/test_net.py prepares it (TEST.FUSE_FROZEN_BN: the backbone's FrozenBatchNorm2d folded into
+  the convs; torchvision keeps its FrozenBatchNorm2d layers, it has no such option). torchvision:
   ``fcos_resnet50_fpn``, ``retinanet_resnet50_fpn`` and ``fasterrcnn_resnet50_fpn`` called on a list
   of one [3, H, W] tensor in [0, 1] (the same image) with ``transform.min_size = (min(H, W),)`` and
   ``transform.max_size = max(H, W)`` so that their transform does not change the size; their time
@@ -317,6 +319,8 @@ def _n_detections(out):
 
 def bench_inference(args):
     """Rows of the inference table (see the module docstring)."""
+    from fcos_core.engine.inference import prepare_for_inference
+
     device = args.device
     torch.manual_seed(args.seed)
     size = tuple(args.size)
@@ -345,6 +349,9 @@ def bench_inference(args):
     calib = {}
     for name, model in models.items():
         calib[name] = calibrate(name, model, caller(name, model), args.candidate_fraction)
+    # ours runs as tools/test_net.py runs it: batch norms folded into the convs (TEST.FUSE_FROZEN_BN),
+    # after the calibration has set the classifier bias
+    models[OURS] = prepare_for_inference(ours, fuse_bn=cfg.TEST.FUSE_FROZEN_BN)
 
     variants = OrderedDict()
     precisions = ["fp32"] + (["amp"] if device == "cuda" else [])

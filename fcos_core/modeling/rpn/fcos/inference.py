@@ -9,8 +9,9 @@ levels of an image, class-aware NMS (MODEL.FCOS.NMS_TH, legacy +1 IoU) and the
 
 The whole batch is processed at once: the candidates of every image and level are one flat list
 tagged with their image, the per-(image, level) and per-image top-k are ranks within groups, and
-one class-aware NMS call treats (image, class) as the class. The only host-device syncs are the
-candidate selection, the top-k filters and the final split into one BoxList per image.
+one class-aware NMS call treats (image, class) as the class. The host waits for the device only
+where a size must be known: the candidates (``nonzero``), their one filter, the NMS, the post-NMS
+filter and the final split into one BoxList per image; none of these is per image or per level.
 Everything runs in float32, also under autocast (reduced-precision head outputs are cast up first).
 """
 import torch
@@ -37,6 +38,15 @@ def clip_boxes(boxes, max_xy):
                         torch.minimum(x2, max_x), torch.minimum(y2, max_y)), dim=1)
 
 
+def group_sizes(group, num_groups):
+    """Number of elements of each group: int64 [num_groups] for ``group`` [K] in ``0 .. num_groups - 1``.
+
+    A scatter-add rather than ``torch.bincount``, which reads the maximum back to the host on CUDA.
+    """
+    return torch.zeros(num_groups, dtype=torch.int64, device=group.device).scatter_add_(
+        0, group, torch.ones_like(group))
+
+
 def rank_within_groups(group, score, num_groups):
     """Rank of each element among those of its group by decreasing score: int64 [K], 0 = best.
 
@@ -47,7 +57,7 @@ def rank_within_groups(group, score, num_groups):
     """
     order = torch.argsort(score, descending=True, stable=True)
     order = order[torch.argsort(group[order], stable=True)]
-    counts = torch.bincount(group, minlength=num_groups)
+    counts = group_sizes(group, num_groups)
     starts = counts.cumsum(0) - counts
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=order.device) - starts[group[order]]
@@ -61,7 +71,7 @@ def top_n_with_ties(group, score, num_groups, n):
     than ``n`` elements and everything in the others (the original's FPN_POST_NMS_TOP_N cut).
     """
     rank = rank_within_groups(group, score, num_groups)
-    counts = torch.bincount(group, minlength=num_groups)
+    counts = group_sizes(group, num_groups)
     nth = score.new_full((num_groups,), float("-inf"))
     at_n = rank == n - 1
     nth[group[at_n]] = score[at_n]
@@ -117,23 +127,20 @@ class FCOSPostProcessor(torch.nn.Module):
         cls_prob = flatten_level_sigmoid(box_cls, c)  # [N, L, C]
         ctr_prob = flatten_level_sigmoid(centerness, 1)[..., 0]  # [N, L]
         distances = flatten_level_outputs(box_regression, 4).float()  # [N, L, 4]
-        device = cls_prob.device
-        level = torch.repeat_interleave(
-            torch.arange(len(locations), device=device),
-            torch.tensor([len(loc) for loc in locations], device=device),
-        )
+        # tensors of per-level / per-image constants by fills on the device: a host-to-device copy
+        # of a Python list would wait for the device
+        level = torch.cat([torch.full((len(loc),), i, device=cls_prob.device) for i, loc in enumerate(locations)])
+        max_xy = torch.stack([cls_prob.new_full((), v) for h, w in image_sizes for v in (int(w) - 1, int(h) - 1)])
+        max_xy = max_xy.reshape(-1, 2)  # [N, 2]: (W - 1, H - 1), as BoxList.clip_to_image
         image_idx, loc_idx, class_idx = (cls_prob > self.pre_nms_thresh).nonzero(as_tuple=True)
         score = cls_prob[image_idx, loc_idx, class_idx] * ctr_prob[image_idx, loc_idx]
-        group = image_idx * len(locations) + level[loc_idx]
-        top = rank_within_groups(group, score, n * len(locations)) < self.pre_nms_top_n
-        image_idx, loc_idx, class_idx, score = image_idx[top], loc_idx[top], class_idx[top], score[top]
-
+        rank = rank_within_groups(image_idx * len(locations) + level[loc_idx], score, n * len(locations))
         boxes = decode_boxes(torch.cat(locations)[loc_idx], distances[image_idx, loc_idx])
-        max_xy = torch.tensor([[int(w) - 1, int(h) - 1] for h, w in image_sizes], dtype=boxes.dtype, device=device)
-        boxes = clip_boxes(boxes, max_xy.reshape(-1, 2)[image_idx])
+        boxes = clip_boxes(boxes, max_xy[image_idx])
         # remove_small_boxes: widths and heights x2 - x1 + 1 (legacy), both >= min_size
         big = (boxes[:, 2] - boxes[:, 0] + 1 >= self.min_size) & (boxes[:, 3] - boxes[:, 1] + 1 >= self.min_size)
-        return image_idx[big], boxes[big], torch.sqrt(score[big]), class_idx[big] + 1
+        keep = (rank < self.pre_nms_top_n) & big  # both per candidate: one filter for the two
+        return image_idx[keep], boxes[keep], torch.sqrt(score[keep]), class_idx[keep] + 1
 
     def nms_and_top_n(self, image_idx, boxes, scores, labels, num_images):
         """Indices [K'] kept by class-aware NMS within each image and the per-image top-n.
@@ -160,8 +167,7 @@ class FCOSPostProcessor(torch.nn.Module):
             return []
         boxlists = [b.convert("xyxy") for b in boxlists]
         device = boxlists[0].bbox.device
-        counts = torch.tensor([len(b) for b in boxlists], device=device)
-        image_idx = torch.repeat_interleave(torch.arange(len(boxlists), device=device), counts)
+        image_idx = torch.cat([torch.full((len(b),), i, device=device) for i, b in enumerate(boxlists)])
         boxes = torch.cat([b.bbox for b in boxlists])
         scores = torch.cat([b.get_field("scores") for b in boxlists])
         labels = torch.cat([b.get_field("labels") for b in boxlists])
@@ -177,7 +183,7 @@ def split_by_image(image_idx, boxes, scores, labels, image_sizes):
         image_idx [K] int64; boxes [K, 4] ``xyxy``; scores [K]; labels [K].
     """
     order = torch.argsort(image_idx, stable=True)
-    counts = torch.bincount(image_idx, minlength=len(image_sizes)).tolist()
+    counts = group_sizes(image_idx, len(image_sizes)).tolist()
     results = []
     for idx, (h, w) in zip(order.split(counts), image_sizes):
         boxlist = BoxList(boxes[idx], (int(w), int(h)), mode="xyxy")
