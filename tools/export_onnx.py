@@ -2,7 +2,7 @@
 """Export a trained FCOS to ONNX.
 
     python tools/export_onnx.py --config-file F [--output model.onnx] [--no-postprocess]
-        [--opset 17] [KEY VALUE ...]          # e.g. MODEL.WEIGHT model.pth
+        [--opset N] [KEY VALUE ...]          # e.g. MODEL.WEIGHT model.pth
 
 The graph takes one input, ``image``: float32 [1, 3, H, W] with any H and W, the image after the
 test transforms (resized so that the short side is INPUT.MIN_SIZE_TEST, capped by
@@ -33,7 +33,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="model.onnx", metavar="FILE", help="ONNX file to write")
     parser.add_argument("--no-postprocess", action="store_true",
                         help="export the backbone and head only (raw per-level outputs)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default 17; 19 for models with deformable convolutions)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
     return parser.parse_args(argv)
 
@@ -49,8 +50,8 @@ def main(argv=None):
     DetectronCheckpointer(cfg, model).load(cfg.MODEL.WEIGHT or None, use_latest=False)
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)
-    names = export_onnx(model, args.output, postprocess=not args.no_postprocess, opset=args.opset)
-    print("wrote {} (opset {}): input image [1, 3, H, W] -> {}".format(args.output, args.opset, ", ".join(names)))
+    names, opset = export_onnx(model, args.output, postprocess=not args.no_postprocess, opset=args.opset)
+    print("wrote {} (opset {}): input image [1, 3, H, W] -> {}".format(args.output, opset, ", ".join(names)))
     return 0
 
 

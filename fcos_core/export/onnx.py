@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from fcos_core.layers import ml_nms
+from fcos_core.layers.dcn import DeformConv
 from fcos_core.modeling.rpn.fcos.inference import decode_boxes
 from fcos_core.modeling.rpn.fcos.target_assignment import compute_locations_per_level
 
@@ -196,8 +197,36 @@ def legacy_class_nms(boxes, scores, labels, num_classes, iou_threshold):
     return class_nms(widened, per_class, iou_threshold, 0.0)
 
 
-def export_onnx(model, path, postprocess=True, opset=17, example_size=(256, 320)):
+DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
+
+
+def _deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                            dilation_h, dilation_w, groups, offset_groups, use_mask):
+    """``torchvision::deform_conv2d`` as ONNX ``DeformConv`` (same offset layout, mask optional)."""
+    from torch.onnx import symbolic_helper
+
+    def const(value, name):
+        return symbolic_helper._get_const(value, "i", name)
+
+    inputs = [input, weight, offset, bias]
+    if symbolic_helper._get_const(use_mask, "b", "use_mask"):
+        inputs.append(mask)
+    return g.op("DeformConv", *inputs,
+                strides_i=[const(stride_h, "stride_h"), const(stride_w, "stride_w")],
+                pads_i=[const(pad_h, "pad_h"), const(pad_w, "pad_w")] * 2,
+                dilations_i=[const(dilation_h, "dilation_h"), const(dilation_w, "dilation_w")],
+                group_i=const(groups, "groups"), offset_group_i=const(offset_groups, "offset_groups"))
+
+
+def _has_deformable_conv(model):
+    return any(isinstance(m, DeformConv) for m in model.modules())
+
+
+def export_onnx(model, path, postprocess=True, opset=None, example_size=(256, 320)):
     """Write ``model`` (a GeneralizedRCNN FCOS in eval mode) to ``path`` as ONNX.
+
+    ``opset`` None: 17, or 19 for a model with deformable convolutions (``*_dcnv2_*`` configs),
+    which become ONNX ``DeformConv``.
 
     Uses the TorchScript-based exporter (``dynamo=False``), still in torch 2.14 though deprecated:
     the ``torch.export`` one (``dynamo=True``, which also needs ``onnxscript``) exports the
@@ -205,8 +234,15 @@ def export_onnx(model, path, postprocess=True, opset=17, example_size=(256, 320)
     use the ``symbolic`` of :class:`_ClassNMS`. H and W of the input are dynamic.
 
     Returns:
-        list[str]: the output names.
+        (list[str], int): the output names and the opset used.
     """
+    deformable = _has_deformable_conv(model)
+    if opset is None:
+        opset = DEFORM_CONV_OPSET if deformable else 17
+    if deformable and opset < DEFORM_CONV_OPSET:
+        raise ValueError(f"deformable convolutions need ONNX opset {DEFORM_CONV_OPSET} or later, got {opset}")
+    if deformable:
+        torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv2d_symbolic, DEFORM_CONV_OPSET)
     wrapper = ExportableFCOS(model, postprocess=postprocess).eval()
     example = torch.zeros(1, 3, *example_size)
     names = wrapper.output_names()
@@ -220,4 +256,4 @@ def export_onnx(model, path, postprocess=True, opset=17, example_size=(256, 320)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"fcos_core\.layers\.nms")
         torch.onnx.export(wrapper, (example,), path, dynamo=False, opset_version=opset,
                           input_names=["image"], output_names=names, dynamic_axes=dynamic)
-    return names
+    return names, opset
