@@ -24,8 +24,8 @@ with fixed-size tensors (no data-dependent shape before the NMS):
 * the original NMS measures widths as ``x2 - x1 + 1`` (legacy IoU) and ONNX ``NonMaxSuppression``
   as ``x2 - x1``: the boxes given to the NMS are widened by one pixel on x2 and y2, which makes the
   plain IoU of the widened boxes equal to the legacy IoU of the boxes (intersection
-  ``min(x2 + 1) - max(x1) = min(x2) - max(x1) + 1``, areas likewise); the boxes returned are not
-  widened.
+  ``min(x2 + 1) - max(x1) = min(x2) - max(x1) + 1``, areas likewise; only the float32 rounding of
+  the ``+ 1`` can differ); the boxes returned are not widened.
 
 Known differences from PyTorch, all at ties or rounding: equal ranking scores at the
 PRE_NMS_TOP_N cut or equal final scores may be taken / listed in another order; an IoU within one
