@@ -27,10 +27,11 @@ with fixed-size tensors (no data-dependent shape before the NMS):
   ``min(x2 + 1) - max(x1) = min(x2) - max(x1) + 1``, areas likewise; only the float32 rounding of
   the ``+ 1`` can differ); the boxes returned are not widened.
 
-Known differences from PyTorch, all at ties or rounding: equal ranking scores at the
-PRE_NMS_TOP_N cut or equal final scores may be taken / listed in another order; an IoU within one
-float32 rounding of NMS_TH may be decided the other way (ONNX Runtime compares in float32, the
-``ml_nms`` kernel in float64); a detection whose score underflows to exactly 0 is dropped.
+Known differences from PyTorch, all at near-ties closer than the float32 noise of the two
+runtimes' convolutions: ranking scores at the PRE_NMS_TOP_N cut or final scores (order, the
+DETECTIONS_PER_IMG cut) may fall the other way; so may an IoU at NMS_TH (ONNX Runtime also
+compares it in float32, the ``ml_nms`` kernel in float64). A detection whose score underflows to
+exactly 0 is dropped.
 """
 import warnings
 
