@@ -7,6 +7,7 @@
 # Environment: PYTHON (default python3), FORCE_CUDA=1 to build the CUDA kernels on a
 # machine without a GPU (see INSTALL.md), FCOS_SKIP_MAIN_JOB=1 to stop after installing.
 set -euo pipefail
+START=$(date +%s)
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PYTHON=${PYTHON:-python3}
@@ -48,5 +49,6 @@ mapfile -t PICS < <(ls "$DATA"/shapes/val/images/*.png | head -n 12)
   --min-image-size 0 --thresholds-file "$OUT/inference/shapes_val/thresholds.json" \
   --categories-from "$DATA/shapes/val/instances.json" --output "$OUT/val_pictures" --no-window "${PICS[@]}"
 echo
-echo "main job done in $(( $(date +%s) - T0 )) s; in $OUT:"
+END=$(date +%s)
+echo "main job done in $(( END - T0 )) s (quickstart in all, install included: $(( END - START )) s); in $OUT:"
 echo "  model_final.pth, loss_curves.png, metrics.json, log.txt, inference/shapes_val/ (AP), val_pictures/"
