@@ -28,8 +28,8 @@ def conv_bn_pairs(module):
     * consecutive entries ``i``, ``i + 1`` of an ``nn.Sequential`` (``downsample.0``/``.1``,
       the MobileNetV2 ``conv`` blocks and stem).
 
-    Only a plain ``nn.Conv2d`` followed by a foldable norm over its output channels counts: a
-    deformable conv (DFConv2d) and GroupNorm are left alone.
+    Only a plain ``nn.Conv2d`` followed by a foldable norm with running statistics over its
+    output channels counts: a deformable conv (DFConv2d) and GroupNorm are left alone.
     """
     children = dict(module.named_children())
     if isinstance(module, nn.Sequential):
@@ -41,7 +41,8 @@ def conv_bn_pairs(module):
     for conv_name, bn_name in candidates:
         conv, bn = children.get(conv_name), children.get(bn_name)
         if (type(conv) is nn.Conv2d and isinstance(bn, FOLDABLE_NORMS)
-                and getattr(bn, "num_features", None) == conv.out_channels):
+                and getattr(bn, "running_var", None) is not None  # BatchNorm2d(track_running_stats=False)
+                and bn.num_features == conv.out_channels):
             pairs.append((conv_name, bn_name))
     return pairs
 

@@ -119,6 +119,14 @@ def test_trainable_batch_norm_is_folded_with_running_statistics():
             assert_close_relative(a, e)
 
 
+def test_norms_without_running_statistics_are_left_alone():
+    block = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4, track_running_stats=False),
+                          nn.Conv2d(4, 4, 1, bias=False), nn.GroupNorm(2, 4))
+    assert count_foldable_pairs(block) == 0
+    folded = fuse_conv_bn_for_inference(block)
+    assert [type(m) for m in folded] == [type(m) for m in block]
+
+
 def test_channels_last_is_kept():
     body = randomize_norms(ResNet(depth=18)).eval().to(memory_format=torch.channels_last)
     folded = fuse_conv_bn_for_inference(body)
