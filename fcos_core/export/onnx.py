@@ -167,7 +167,10 @@ class ExportableFCOS(nn.Module):
     def _nms_and_top(self, boxes, scores, labels):
         """Class-aware NMS with the legacy IoU, then the DETECTIONS_PER_IMG best (ties kept)."""
         sel = self.selector
-        keep = legacy_class_nms(boxes, scores, labels, sel.num_classes - 1, sel.nms_thresh)
+        if sel.nms_thresh > 0:
+            keep = legacy_class_nms(boxes, scores, labels, sel.num_classes - 1, sel.nms_thresh)
+        else:  # no NMS, as FCOSPostProcessor: every candidate (the sentinels have score -1)
+            keep = (scores > 0).nonzero()[:, 0]
         kept_scores, order = scores[keep].topk(keep.shape[0])
         keep = keep[order]
         if sel.fpn_post_nms_top_n > 0:

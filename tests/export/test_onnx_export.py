@@ -116,11 +116,12 @@ def test_onnxruntime_detections_equal_pytorch_on_validation_images(trained):
     assert max(counts) == cfg.TEST.DETECTIONS_PER_IMG  # the DETECTIONS_PER_IMG cut was exercised
 
 
-@pytest.mark.parametrize("threshold", [0.2, 0.99])
-def test_onnxruntime_parity_below_the_detection_cap_and_with_none(trained, tmp_path, threshold):
-    """A higher INFERENCE_TH: fewer candidates than PRE_NMS_TOP_N, fewer detections than the cap, or none."""
+@pytest.mark.parametrize("threshold,nms", [(0.2, 0.6), (0.99, 0.6), (0.3, 0.0)])
+def test_onnxruntime_parity_below_the_detection_cap_and_with_none(trained, tmp_path, threshold, nms):
+    """A higher INFERENCE_TH: fewer candidates than PRE_NMS_TOP_N, fewer detections than the cap, or
+    none; NMS_TH 0 turns the NMS off."""
     cfg, trained_model, dataset, _, _ = trained
-    cfg = load_config(CONFIG, TINY + ["MODEL.FCOS.INFERENCE_TH", str(threshold)])
+    cfg = load_config(CONFIG, TINY + ["MODEL.FCOS.INFERENCE_TH", str(threshold), "MODEL.FCOS.NMS_TH", str(nms)])
     model = build_detection_model(cfg).eval()
     model.load_state_dict(trained_model.state_dict())
     export_onnx(model, str(tmp_path / "m.onnx"))
