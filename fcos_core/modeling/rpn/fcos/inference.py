@@ -72,9 +72,9 @@ def top_n_with_ties(group, score, num_groups, n):
     """
     rank = rank_within_groups(group, score, num_groups)
     counts = group_sizes(group, num_groups)
-    nth = score.new_full((num_groups,), float("-inf"))
-    at_n = rank == n - 1
-    nth[group[at_n]] = score[at_n]
+    # the n-th best score of each group, by a scatter (a boolean index would wait for the device)
+    at_n = torch.where(rank == n - 1, score, score.new_full((), float("-inf")))
+    nth = score.new_full((num_groups,), float("-inf")).scatter_reduce_(0, group, at_n, reduce="amax")
     return (counts[group] <= n) | (score >= nth[group])
 
 
