@@ -29,7 +29,9 @@ try:
 except ImportError:  # not installed: use the checkout this script belongs to
     sys.path.append(os.path.dirname(DEMO_DIR))
 
-from predictor import add_demo_arguments, demo_from_args, display_problem, is_config_key, show  # noqa: E402
+from predictor import add_demo_arguments, demo_from_args, display_problem, show  # noqa: E402
+
+from fcos_core.cli import split_inputs  # noqa: E402  (image paths, then KEY VALUE overrides)
 
 
 def build_parser():
@@ -41,14 +43,6 @@ def build_parser():
     parser.add_argument("inputs", nargs="*", metavar="IMAGE ... KEY VALUE",
                         help="image files, then config overrides (KEY VALUE pairs)")
     return parser
-
-
-def split_inputs(tokens):
-    """Positional tokens -> (image paths, config overrides): overrides start at the first config key."""
-    for i, token in enumerate(tokens):
-        if is_config_key(token):
-            return tokens[:i], tokens[i:]
-    return list(tokens), []
 
 
 def image_paths(parser, images, images_dir):
