@@ -7,6 +7,7 @@ or ``python -m torch.distributed.launch --nproc_per_node=N tools/train_net.py ..
 the global batch. Running the same command again resumes from OUTPUT_DIR/last_checkpoint.
 """
 import argparse
+import inspect
 import os
 import sys
 
@@ -73,8 +74,14 @@ def build_training(cfg, distributed, local_rank, logger):
     scheduler = make_lr_scheduler(cfg, optimizer)
     if distributed:
         ids = [local_rank] if device.type == "cuda" else None
+        # BatchNorm statistics stay per process during training (as the original's
+        # broadcast_buffers=False); torch >= 2.14 names that forward_sync_buffers (init sync is fine:
+        # every process builds the same model).
+        ddp_params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in ddp_params
+                   else {"broadcast_buffers": False})
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=ids, output_device=local_rank if ids else None, broadcast_buffers=False
+            model, device_ids=ids, output_device=local_rank if ids else None, **no_sync
         )
     return model, optimizer, scheduler
 
