@@ -146,7 +146,7 @@ class ResNet(nn.Module):
         depth: 18, 34 (basic blocks), 50, 101, 152 (bottlenecks); see ``RESNET_SPECS``.
         num_groups, width_per_group: ResNeXt cardinality and per-group width; layer1's
             bottleneck has ``num_groups * width_per_group`` channels, doubling per stage.
-            Basic blocks need (1, 64).
+            Basic blocks need num_groups 1; their layer1 is ``width_per_group`` wide (64).
         stem_out_channels: channels of the stem (64).
         res2_out_channels: channels of C2, doubling per stage; None gives 256 for
             bottlenecks and ``width_per_group`` (64) for basic blocks.

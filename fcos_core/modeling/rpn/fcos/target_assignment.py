@@ -165,9 +165,10 @@ def size_ranges_from_boundaries(boundaries):
     """Per-level (low, high) ranges from the boundaries m_1 < ... < m_{L-1} between levels
     (MODEL.FCOS.SIZES_OF_INTEREST): ((-1, m_1), (m_1, m_2), ..., (m_{L-1}, INF)), the original's
     convention (``DEFAULT_SIZE_RANGES`` for (64, 128, 256, 512))."""
-    edges = [-1] + [float(b) for b in boundaries] + [INF]
-    if any(not (lo < hi) for lo, hi in zip(edges[1:-2], edges[2:-1])) or (boundaries and edges[1] <= 0):
+    inner = [float(b) for b in boundaries]
+    if any(b <= 0 for b in inner) or any(lo >= hi for lo, hi in zip(inner, inner[1:])):
         raise ValueError(f"MODEL.FCOS.SIZES_OF_INTEREST must be positive and increasing, got {list(boundaries)}")
+    edges = [-1] + inner + [INF]
     return tuple(zip(edges[:-1], edges[1:]))
 
 
