@@ -30,12 +30,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    distributed = setup_distributed(args.local_rank)
-    load_config(args)
-    logger = setup_logger("fcos_core", cfg.OUTPUT_DIR, get_rank(), filename="test_log.txt")
-    logger.info("Running with config:\n%s", cfg)
+def load_model_for_test(cfg):
+    """The model that ``main`` evaluates: built from ``cfg`` on MODEL.DEVICE (channels_last with
+    SOLVER.CHANNELS_LAST), with MODEL.WEIGHT loaded, or else the latest checkpoint of OUTPUT_DIR.
+    (tools/benchmark.py ``--only accuracy`` uses it too.)"""
     model = build_detection_model(cfg).to(cfg.MODEL.DEVICE)
     if cfg.SOLVER.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
@@ -43,6 +41,16 @@ def main(argv=None):
     # An explicit MODEL.WEIGHT wins; otherwise the latest checkpoint of OUTPUT_DIR.
     weight = cfg.MODEL.WEIGHT
     checkpointer.load(weight or None, use_latest=not weight)
+    return model
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    distributed = setup_distributed(args.local_rank)
+    load_config(args)
+    logger = setup_logger("fcos_core", cfg.OUTPUT_DIR, get_rank(), filename="test_log.txt")
+    logger.info("Running with config:\n%s", cfg)
+    model = load_model_for_test(cfg)
     results = run_test(cfg, model, distributed, logger)
     if distributed:
         torch.distributed.destroy_process_group()

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from fcos_core.data.datasets.evaluation import evaluate
 from fcos_core.modeling.fuse import fuse_conv_bn_for_inference
+from fcos_core.structures.image_list import ImageList, to_image_list
 from fcos_core.utils.comm import all_gather, get_world_size, is_main_process, synchronize
 from fcos_core.utils.env import amp_dtype_for
 
@@ -71,6 +72,23 @@ def _is_channels_last(model):
     return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
 
 
+def forward_for_inference(model, images, device, amp_dtype=None, channels_last=False):
+    """``model(images)`` as test time runs it, for a model from :func:`prepare_for_inference`.
+
+    ``images`` (an ImageList, or a list of [C, H, W] tensors, batched here with the model's
+    ``size_divisibility``) are moved to ``device``, put in channels_last when ``channels_last``,
+    and the forward pass runs under autocast of ``amp_dtype`` (None: float32). Gradients are the
+    caller's business (``torch.no_grad`` / ``torch.inference_mode`` around this call).
+    """
+    with autocast_context(device, amp_dtype):
+        if not isinstance(images, ImageList):
+            images = to_image_list(images, getattr(model, "size_divisibility", 0))
+        images = images.to(device)
+        if channels_last:
+            images.tensors = images.tensors.contiguous(memory_format=torch.channels_last)
+        return model(images)
+
+
 def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last=False, bbox_aug_fn=None,
                        fuse_bn=False):
     """Predictions of ``model`` for every image of ``data_loader``: ``{dataset index: BoxList}`` on the CPU.
@@ -84,14 +102,12 @@ def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last
     results = {}
     show = is_main_process() and sys.stderr.isatty()
     for images, _targets, image_ids in tqdm(data_loader, desc="inference", disable=not show, dynamic_ncols=True):
-        with torch.no_grad(), autocast_context(device, amp_dtype):
+        with torch.no_grad():
             if bbox_aug_fn is not None:
-                output = bbox_aug_fn(model, images, device)
+                with autocast_context(device, amp_dtype):
+                    output = bbox_aug_fn(model, images, device)
             else:
-                images = images.to(device)
-                if channels_last:
-                    images.tensors = images.tensors.contiguous(memory_format=torch.channels_last)
-                output = model(images)
+                output = forward_for_inference(model, images, device, amp_dtype, channels_last)
         for img_id, result in zip(image_ids, output):
             result = result.to("cpu")
             result.bbox = result.bbox.float()

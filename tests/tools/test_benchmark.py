@@ -4,10 +4,13 @@ Not a timing test: nothing here asserts speed.
 """
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
+
+import fcos_core.utils.env as fcos_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +26,9 @@ def bench():
 TINY = ["--size", "64", "96", "--runs", "1", "--warmup", "0", "--threads", str(torch.get_num_threads())]
 
 
-def test_inference_table(bench, tmp_path):
+def test_inference_table(bench, tmp_path, monkeypatch):
+    # a CPU without native bfloat16: fp32 rows only, and a line saying why the bf16 rows are not there
+    monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: False)
     threads = torch.get_num_threads()
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     result = bench.main(["--only", "inference", *TINY, "--json", str(out_json), "--markdown", str(out_md)])
@@ -44,12 +49,108 @@ def test_inference_table(bench, tmp_path):
         assert r["detections"] is not None and r["detections"] >= 0
     # outputs: JSON and markdown, the markdown with the table header and one line per row
     saved = json.loads(out_json.read_text())
-    assert set(saved) == {"info", "inference"} and saved["info"]["size"] == [64, 96]
+    assert set(saved) == {"info", "inference", "inference_summary"} and saved["info"]["size"] == [64, 96]
+    assert saved["inference_summary"]["precision"] is None
+    assert "bf16 rows skipped" in saved["inference_summary"]["note"] and "AVX-512 BF16" in saved["inference_summary"]["note"]
     text = out_md.read_text()
     assert "| model | precision | median ms | min ms | ours / this | ours / this, per round | scores above threshold | detections |" in text
     for name in [*bench.INFERENCE_MODELS, bench.TV_TRANSFORM]:
         assert sum(line.startswith(f"| {name} |") for line in text.splitlines()) == 1
     assert "GeneralizedRCNNTransform" in text  # says that torchvision's time includes its transform
+    assert sum("bf16 rows skipped" in line for line in text.splitlines()) == 1
+    assert "Ours bf16 / torchvision FCOS fp32" not in text
+
+
+def test_inference_bf16_rows_on_a_cpu_with_native_bf16(bench, monkeypatch):
+    """With ``cpu_has_fast_bf16`` (forced here: on a CPU without it bfloat16 is emulated, slow but
+    correct) every model also runs in bf16, ours as tools/test_net.py runs it with TEST.AMP True."""
+    monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: True)
+    threads = torch.get_num_threads()
+    result = bench.main(["--only", "inference", *TINY])
+    torch.set_num_threads(threads)
+    rows = result["inference"]
+    names = [*bench.INFERENCE_MODELS, bench.TV_TRANSFORM]
+    assert [(r["model"], r["precision"]) for r in rows] == [(n, p) for p in ("fp32", "bf16") for n in names]
+    for r in rows:
+        assert math.isfinite(r["median_ms"]) and r["median_ms"] > 0 and len(r["times_ms"]) == 1
+    by_key = {(r["model"], r["precision"]): r for r in rows}
+    for name in bench.INFERENCE_MODELS:  # bf16 ran (a model that failed in bf16 would have detections None)
+        assert by_key[(name, "bf16")]["detections"] is not None
+    assert by_key[(bench.OURS, "bf16")]["ratio_ours_over_this"] == pytest.approx(1.0)
+    s = result["inference_summary"]
+    assert s["precision"] == "bf16" and s["note"] is None and s["goal"] == 0.3
+    expected = by_key[(bench.OURS, "bf16")]["median_ms"] / by_key[(bench.TV_FCOS, "fp32")]["median_ms"]
+    assert s["ours_over_tv_fcos_fp32"] == pytest.approx(expected)
+    assert s["ours_over_ours_fp32"] == pytest.approx(by_key[(bench.OURS, "bf16")]["median_ms"] / by_key[(bench.OURS, "fp32")]["median_ms"])
+    assert s["goal_met"] == (expected <= 0.3)
+    text = bench.markdown(bench.machine_info(bench.parse_args(TINY)), inference=rows, inference_summary=s)
+    assert "**Ours bf16 / torchvision FCOS fp32: " in text and "Goal: at most 0.3x" in text
+    assert "rows skipped" not in text
+
+
+def test_ours_bf16_options_are_test_nets(bench, monkeypatch):
+    """Ours in bf16 uses fcos_core.engine.inference.make_inference_options with TEST.AMP True: bfloat16
+    autocast, channels_last and folded batch norms; fp32: folded batch norms only."""
+    monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: True)
+    _, cfg = bench.build_ours("cpu")
+    bf16 = bench._ours_inference_options(cfg, "bf16", "cpu")
+    assert (bf16.amp_dtype, bf16.channels_last, bf16.fuse_bn) == (torch.bfloat16, True, True)
+    fp32 = bench._ours_inference_options(cfg, "fp32", "cpu")
+    assert (fp32.amp_dtype, fp32.channels_last, fp32.fuse_bn) == (None, False, True)
+    assert bench.reduced_precision("cpu")[:2] == ("bf16", torch.bfloat16)
+    monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: False)
+    label, dtype, why = bench.reduced_precision("cpu")
+    assert label is None and dtype is None and "skipped" in why
+
+
+def test_accuracy_needs_weights(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "accuracy"])
+
+
+def test_accuracy_part_fp32_and_bf16_ap(bench, tmp_path, monkeypatch):
+    """An untrained quickstart model on a 4-image shapes_val: both COCO APs, their difference, the goal.
+
+    ``cpu_has_fast_bf16`` False: the bf16 evaluation still runs (TEST.AMP_DTYPE bfloat16, emulated),
+    and says so."""
+    fast_bf16 = False
+    from fcos_core.config import cfg as default_cfg
+    from fcos_core.modeling.detector import build_detection_model
+
+    monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setenv("FCOS_DATA_DIR", str(tmp_path / "data"))  # never the checkout's datasets/
+    monkeypatch.setenv("FCOS_SHAPES_NUM_IMAGES", "4")
+    c = default_cfg.clone()
+    c.merge_from_file(str(ROOT / bench.ACCURACY_CONFIG))
+    c.merge_from_list(["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    weights = tmp_path / "model.pth"
+    torch.save({"model": build_detection_model(c).state_dict()}, weights)
+    threads = torch.get_num_threads()
+    out_json, out_md = tmp_path / "a.json", tmp_path / "a.md"
+    result = bench.main(["--only", "accuracy", "--weights", str(weights), "--threads", str(threads),
+                         "--json", str(out_json), "--markdown", str(out_md)])
+    torch.set_num_threads(threads)
+    acc = result["accuracy"]
+    assert acc["datasets"] == ["shapes_val"] and list(acc["runs"]) == ["fp32", "bf16"]
+    fp32, bf16 = acc["runs"]["fp32"], acc["runs"]["bf16"]
+    assert (fp32["autocast"], fp32["test_amp"]) == (None, False)
+    assert (bf16["autocast"], bf16["test_amp"], bf16["channels_last"]) == ("bfloat16", True, True)
+    assert bf16["emulated"] is (not fast_bf16) and fp32["emulated"] is False
+    for run in (fp32, bf16):
+        m = run["metrics"]["shapes_val"]
+        assert set(m) == set(bench.COCO_AP_KEYS)
+        assert 0.0 <= m["AP"] <= 1.0 and run["seconds"] > 0
+    diff = 100 * (bf16["metrics"]["shapes_val"]["AP"] - fp32["metrics"]["shapes_val"]["AP"])
+    assert acc["ap_difference_points"] == pytest.approx(diff) and math.isfinite(diff)
+    assert acc["goal_points"] == 0.5 and acc["goal_met"] == (abs(diff) <= 0.5)
+    saved = json.loads(out_json.read_text())
+    assert set(saved) == {"info", "accuracy"}
+    assert saved["accuracy"]["runs"]["bf16"]["metrics"]["shapes_val"]["AP"] == pytest.approx(bf16["metrics"]["shapes_val"]["AP"])
+    text = out_md.read_text()
+    assert "| precision | dataset | autocast | channels_last | AP |" in text
+    assert "| bf16 | shapes_val | bfloat16" + (" (emulated)" if not fast_bf16 else "") + " | True |" in text
+    assert "points** (shapes_val); goal: within 0.5 points:" in text
 
 
 def test_train_table_and_child_memory(bench):
