@@ -3,18 +3,35 @@
 ``MODEL.WEIGHT`` (and ``fcos --weights``) accepts a path, an ``http(s)://`` or ``file://`` URL, or
 the name of a released model of the original FCOS model zoo (:data:`MODEL_ZOO`, names as in
 MODEL_ZOO.md, any case, ``.pth`` optional: ``fcos_imprv_R_50_FPN_1x``). Downloads go to
-``$TORCH_HOME/hub/checkpoints`` with a progress bar on a terminal; a download whose SHA-256 does
-not match the expected one is removed and reported. The expected checksum comes from
-:data:`KNOWN_SHA256` (by file name) or, as torch hub does, from a hex prefix at the end of the file
-name (``name-<sha256 prefix>.pth``). Offline, the error names the URL and the path to put the file
-at by hand.
+``$TORCH_HOME/hub/checkpoints`` with a progress bar on a terminal. A download is written to a
+temporary file in that folder and checked before it takes its name there; one that fails is removed
+and reported (a :class:`RuntimeError` naming the URL and the path):
+
+* **Known SHA-256**: from :data:`KNOWN_SHA256` (by file name) or, as torch hub does, from a hex
+  prefix at the end of the file name (``name-<sha256 prefix>.pth``). The file must match it, after a
+  download and each time a cached copy is used (a cached copy that does not is downloaded again).
+* **Unknown SHA-256** (the released FCOS files today: the original published no sums): the download
+  must be a complete file of a format the checkpointer reads (:func:`check_weight_file`): a zip-format
+  PyTorch checkpoint (every member's CRC checked), a legacy (pre-1.6) PyTorch checkpoint (its pickles
+  parsed and the file loaded with ``weights_only=True``), or a pickle such as a Detectron ``.pkl``
+  (parsed to its end). No code from the file is run. Its SHA-256 is then pinned, trust on first use,
+  in ``<file>.sha256`` next to it (``sha256sum -c`` format); a cached copy that no longer matches its
+  pin is removed, with the pin, and downloaded again. A file put in the cache by hand has no pin and is
+  used as it is; to replace a downloaded file by hand, delete its ``.sha256`` too.
+
+Full sums of released files belong in :data:`KNOWN_SHA256`, added by someone who has the files.
+Offline, the error names the URL and the path to put the file at by hand.
 """
 import difflib
 import hashlib
 import logging
 import os
+import pickle
+import pickletools
 import re
 import sys
+import uuid
+import zipfile
 from urllib.parse import urlparse
 
 import torch
@@ -45,8 +62,9 @@ MODEL_ZOO = {
 }
 
 # Expected SHA-256 (hex) of downloaded files, by cached file name. Empty: the original does not
-# publish checksums and the files could not be downloaded here to compute them, so released files
-# are not checked until someone who has them adds their sums here.
+# publish checksums and the files could not be downloaded here to compute them. Until someone who
+# has the released files adds their sums here, a download of one is checked structurally
+# (check_weight_file) and its sum pinned on first use (a "<file>.sha256" next to it).
 KNOWN_SHA256 = {}
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch hub: "resnet18-f37072fd.pth"
@@ -156,16 +174,147 @@ def sha256_of(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
+PIN_SUFFIX = ".sha256"
+
+
+def read_pin(path):
+    """The SHA-256 pinned for ``path`` on its first download (its ``.sha256`` file), or None."""
+    try:
+        with open(path + PIN_SUFFIX) as f:
+            text = f.read().split()
+    except FileNotFoundError:
+        return None
+    return text[0].lower() if text else ""  # an empty pin matches nothing
+
+
+def write_pin(path, digest):
+    """Pin ``digest`` for ``path``: ``<path>.sha256`` in ``sha256sum`` format, written atomically."""
+    tmp = f"{path}{PIN_SUFFIX}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{digest}  {os.path.basename(path)}\n")
+    os.replace(tmp, path + PIN_SUFFIX)
+
+
+def _remove(*paths):
+    for path in paths:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """Reads pickles of plain values only: no global can be looked up, so nothing can be called."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"global {module}.{name}")
+
+
+_TORCH_MAGIC = getattr(torch.serialization, "MAGIC_NUMBER", 0x1950A86A20F9469CFC6C)
+_LEGACY_PICKLES = 5  # magic number, protocol version, sys info, the object, the storage keys
+
+
+def _walk_pickle(f, size):
+    """Parse one pickle from ``f`` up to its STOP opcode without running it (pickletools).
+
+    Returns None, or what is wrong with it ("truncated: ..." when it runs into the end of the file).
+    """
+    try:
+        for _ in pickletools.genops(f):
+            pass
+    except Exception as exc:  # pickletools reports unknown opcodes and short reads as ValueError
+        return f"{'truncated' if f.tell() >= size else 'corrupted'}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _check_zip(path):
+    try:
+        archive = zipfile.ZipFile(path)  # reads the central directory, at the end of the file
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f"truncated: a zip archive without its end ({type(exc).__name__}: {exc})"
+    try:
+        with archive:
+            names = archive.namelist()
+            bad = archive.testzip()  # reads every member and checks its CRC-32
+    except Exception as exc:  # a damaged local header or compressed stream
+        return f"corrupted zip archive ({type(exc).__name__}: {exc})"
+    if bad is not None:
+        return f"corrupted: the zip member {bad} fails its CRC check"
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        return "not a PyTorch checkpoint: a zip archive without data.pkl"
+    return None
+
+
+def _check_legacy(path, size):
+    # Loading with weights_only=True rebuilds tensors and plain containers only and runs no code from
+    # the file; it reads every pickle and every tensor's bytes, so a short file fails. Loading with
+    # weights_only=False would check files holding other objects as well, but by running code from
+    # them, which the checkpointer never does (it loads with weights_only=True too), so it is not done.
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return None
+    except Exception as exc:  # a short file fails as RuntimeError, EOFError, UnpicklingError...
+        error = exc
+    with open(path, "rb") as f:  # where is it broken? Parse the pickles, running nothing
+        for _ in range(_LEGACY_PICKLES):
+            problem = _walk_pickle(f, size)
+            if problem:
+                return problem
+    if isinstance(error, pickle.UnpicklingError):
+        # complete pickles that weights_only=True refuses: objects beyond tensors and containers.
+        # Their tensor data cannot be read without running code from the file: kept, unchecked.
+        lines = [line.strip() for line in str(error).splitlines() if "Unsupported" in line]
+        logging.getLogger(__name__).warning(
+            "%s holds objects other than tensors and plain containers; its tensor data was not checked "
+            "(that would run code from the file), and the checkpointer will refuse to load it (%s)",
+            path, lines[0] if lines else type(error).__name__)
+        return None
+    return f"truncated: the tensor data ends early or is damaged ({type(error).__name__}: {error})"
+
+
+def check_weight_file(path):
+    """What is wrong with a weight file whose SHA-256 is unknown, or None if it is complete.
+
+    Accepted: a zip-format PyTorch checkpoint (``torch.save`` since 1.6), checked with
+    ``zipfile`` (a truncated archive has no central directory; ``testzip`` checks every member's
+    CRC-32); a legacy-format PyTorch checkpoint (a pickle starting with torch's magic number),
+    loaded with ``torch.load(weights_only=True)``; any other pickle (a Detectron ``.pkl``), parsed
+    to its end with :mod:`pickletools`. Nothing in the file is run. Anything else (an HTML page in
+    place of the file, say) is reported.
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        return "truncated: the file is empty"
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head == b"PK\x03\x04":
+            return _check_zip(path)
+        f.seek(0)
+        try:
+            is_legacy_torch = _NoGlobalsUnpickler(f).load() == _TORCH_MAGIC
+        except Exception:
+            is_legacy_torch = False
+        if is_legacy_torch:
+            return _check_legacy(path, size)
+        f.seek(0)
+        problem = _walk_pickle(f, size)
+    if problem and head[:1] != b"\x80":  # does not start like a pickle of protocol 2 or later
+        return f"not a PyTorch checkpoint nor a pickle: it starts with {head!r}"
+    return problem
+
+
 def cache_url(url, model_dir=None, progress=True):
     """Path of the cached copy of ``url``, downloading it first if needed.
 
-    The file is checked against :func:`expected_sha256` when that is known, after a download and
-    each time a cached copy is used; a cached copy that fails is removed and downloaded again.
+    A download goes to a temporary file next to the cached copy and is checked before it is moved
+    there: against :func:`expected_sha256` when that is known, else by :func:`check_weight_file`,
+    whose passing files get their SHA-256 pinned in ``<cached>.sha256``. A cached copy is checked
+    each time it is used against the known sum, else against its pin if it has one; one that fails
+    is removed and downloaded again. A cached copy with neither (put there by hand) is used as is.
 
     Raises:
         FileNotFoundError: the download failed (no network, say); the message names the URL
             and the exact path to put the file at by hand.
-        RuntimeError: the downloaded file does not match its checksum; it has been removed.
+        RuntimeError: the downloaded file does not match its checksum, or is truncated or not a
+            weight file; it has been removed.
     """
     model_dir = model_dir or cache_dir()
     os.makedirs(model_dir, exist_ok=True)
@@ -176,27 +325,49 @@ def cache_url(url, model_dir=None, progress=True):
     expected = expected_sha256(filename)
     logger = logging.getLogger(__name__)
     if os.path.exists(cached):
-        if expected is None or sha256_of(cached).startswith(expected):
-            return cached
-        logger.warning("%s does not match its SHA-256 %s: removing it and downloading it again", cached, expected)
-        os.remove(cached)
+        pinned = read_pin(cached) if expected is None else None
+        if expected is not None:
+            if sha256_of(cached).startswith(expected):
+                return cached
+            logger.warning("%s does not match its SHA-256 %s: removing it and downloading it again", cached, expected)
+        elif pinned is None:
+            return cached  # put there by hand (or downloaded before pins existed): used as it is
+        else:
+            if sha256_of(cached) == pinned:
+                return cached
+            logger.warning("%s does not match the SHA-256 %s pinned on its first download (in %s): "
+                           "removing it and downloading it again", cached, pinned, cached + PIN_SUFFIX)
+    _remove(cached, cached + PIN_SUFFIX)  # a corrupted copy, or a pin left without its file
     logger.info("downloading %s to %s", url, cached)
+    partial = f"{cached}.{uuid.uuid4().hex[:8]}.download"
     try:
-        # writes a temporary file in model_dir and moves it to ``cached`` when complete
-        torch.hub.download_url_to_file(url, cached, progress=progress and sys.stderr.isatty())
+        # torch writes a temporary file of its own and moves it to ``partial`` when complete
+        torch.hub.download_url_to_file(url, partial, progress=progress and sys.stderr.isatty())
     except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError...)
-        if os.path.exists(cached):
-            os.remove(cached)
+        _remove(partial)
         raise FileNotFoundError(
             f"could not download {url} ({type(exc).__name__}: {exc}). If this machine is offline, "
             f"download the file elsewhere and put it at {cached}"
         ) from exc
-    if expected is not None:
-        got = sha256_of(cached)
-        if not got.startswith(expected):
-            os.remove(cached)
-            raise RuntimeError(
-                f"the file downloaded from {url} is corrupted: SHA-256 {got}, expected {expected}. "
-                f"It has been removed; try again, or put a good copy at {cached}"
-            )
+    try:
+        got = sha256_of(partial)
+        if expected is not None:
+            if not got.startswith(expected):
+                raise RuntimeError(
+                    f"the file downloaded from {url} is corrupted: SHA-256 {got}, expected {expected}. "
+                    f"It has been removed; try again, or put a good copy at {cached}"
+                )
+        else:
+            problem = check_weight_file(partial)
+            if problem:
+                raise RuntimeError(
+                    f"the file downloaded from {url} to {cached} is not a complete weight file ({problem}). "
+                    f"It has been removed; try again, or put a good copy at {cached}"
+                )
+        os.replace(partial, cached)
+    except BaseException:
+        _remove(partial)
+        raise
+    if expected is None:
+        write_pin(cached, got)  # trust on first use: a later change to the cached copy is caught
     return cached

@@ -1,4 +1,5 @@
-"""Weights by path, URL or model-zoo name: addresses, the hub cache, checksums, offline errors.
+"""Weights by path, URL or model-zoo name: addresses, the hub cache, checksums, structural checks
+and first-use pins of files with no known checksum, offline errors.
 
 Nothing here leaves the machine: downloads come from ``file://`` URLs or an HTTP server on
 127.0.0.1, and TORCH_HOME points into a temporary folder.
@@ -117,3 +118,112 @@ def test_corrupted_cached_copy_is_replaced(hub, tmp_path, monkeypatch):
     (hub / "w.pth").write_bytes(b"half a file")
     assert cache_url((tmp_path / "w.pth").as_uri()) == str(hub / "w.pth")
     assert (hub / "w.pth").read_bytes() == PAYLOAD
+
+
+# --- released files have no known SHA-256: structural check and trust on first use -----------------
+
+
+def _checkpoint_bytes(tmp_path, legacy=False):
+    """A small PyTorch checkpoint, as the original's Checkpointer writes them, in either format."""
+    torch.manual_seed(0)
+    state = {"model": {"conv.weight": torch.randn(16, 8, 3, 3), "conv.bias": torch.randn(16)}, "iteration": 90000}
+    path = tmp_path / ("legacy.pth" if legacy else "zip.pth")
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    return path.read_bytes()
+
+
+def _serve(tmp_path, name, data):
+    """A file:// URL to ``data`` under the name ``name`` (no known SHA-256)."""
+    folder = tmp_path / "www"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    assert model_zoo.expected_sha256(name) is None
+    return (folder / name).as_uri()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_good_checkpoint_without_known_sum_is_accepted_and_pinned(hub, tmp_path, legacy):
+    data = _checkpoint_bytes(tmp_path, legacy)
+    assert data.startswith(b"PK\x03\x04") != legacy
+    url = _serve(tmp_path, "FCOS_R_50_FPN_1x.pth", data)
+    cached = hub / "FCOS_R_50_FPN_1x.pth"
+    assert cache_url(url) == str(cached)
+    assert cached.read_bytes() == data
+    pin = hub / "FCOS_R_50_FPN_1x.pth.sha256"
+    assert pin.read_text() == f"{hashlib.sha256(data).hexdigest()}  FCOS_R_50_FPN_1x.pth\n"  # sha256sum -c
+    assert sorted(p.name for p in hub.iterdir()) == ["FCOS_R_50_FPN_1x.pth", "FCOS_R_50_FPN_1x.pth.sha256"]
+    assert cache_url(url) == str(cached)  # the cached copy matches its pin
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("keep", [0.999, 0.5, 0.05], ids=["end", "half", "head"])
+def test_truncated_checkpoint_without_known_sum_is_detected_and_removed(hub, tmp_path, legacy, keep):
+    data = _checkpoint_bytes(tmp_path, legacy)
+    url = _serve(tmp_path, "FCOS_R_50_FPN_1x.pth", data[:int(len(data) * keep)])
+    with pytest.raises(RuntimeError, match="truncated") as info:
+        resolve_weight(url)
+    msg = str(info.value)
+    assert url in msg and str(hub / "FCOS_R_50_FPN_1x.pth") in msg and "removed" in msg
+    assert list(hub.iterdir()) == []  # no file, no pin, no temporary file
+
+
+def test_corrupted_zip_member_and_non_checkpoints_are_detected(hub, tmp_path):
+    data = bytearray(_checkpoint_bytes(tmp_path))
+    data[len(data) // 2] ^= 0xFF  # a flipped byte inside the tensor data: the CRC-32 check catches it
+    with pytest.raises(RuntimeError, match="CRC"):
+        cache_url(_serve(tmp_path, "flipped.pth", bytes(data)))
+    # a login or error page served in place of the file
+    with pytest.raises(RuntimeError, match="not a PyTorch checkpoint nor a pickle"):
+        cache_url(_serve(tmp_path, "page.pth", b"<!DOCTYPE html><html>Sign in</html>"))
+    with pytest.raises(RuntimeError, match="empty"):
+        cache_url(_serve(tmp_path, "empty.pth", b""))
+    assert list(hub.iterdir()) == []
+
+
+def test_detectron_pickle_without_known_sum_is_parsed_not_run(hub, tmp_path):
+    import pickle
+
+    import numpy as np
+
+    blobs = {"blobs": {"conv1_w": np.ones((4, 3, 7, 7), np.float32), "res_conv1_bn_s": np.ones(4, np.float32)}}
+    data = pickle.dumps(blobs, protocol=2)
+    assert cache_url(_serve(tmp_path, "R-50.pkl", data)) == str(hub / "R-50.pkl")
+    assert (hub / "R-50.pkl.sha256").exists()
+    with pytest.raises(RuntimeError, match="truncated"):
+        cache_url(_serve(tmp_path, "R-101.pkl", data[:-20]))
+    assert not (hub / "R-101.pkl").exists()
+
+
+def test_cached_copy_changed_after_first_use_is_downloaded_again(hub, tmp_path):
+    data = _checkpoint_bytes(tmp_path)
+    url = _serve(tmp_path, "FCOS_R_50_FPN_1x.pth", data)
+    cached = hub / "FCOS_R_50_FPN_1x.pth"
+    cache_url(url)
+    cached.write_bytes(data[:1000])  # damaged on disk after the first download
+    assert cache_url(url) == str(cached)
+    assert cached.read_bytes() == data
+    assert (hub / "FCOS_R_50_FPN_1x.pth.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+    # damaged again, and the server now sends a truncated copy: both are removed and reported
+    cached.write_bytes(data[:1000])
+    _serve(tmp_path, "FCOS_R_50_FPN_1x.pth", data[:-100])
+    with pytest.raises(RuntimeError, match="truncated"):
+        cache_url(url)
+    assert list(hub.iterdir()) == []
+
+
+def test_legacy_checkpoint_with_other_objects_is_kept_without_running_it(hub, tmp_path, caplog):
+    # argparse.Namespace is not among weights_only's allowed globals: loading the file would need
+    # weights_only=False, which runs code from it, so its tensor data is left unchecked (and the
+    # checkpointer refuses the file itself); its pickles are still parsed to their end
+    import argparse
+
+    path = tmp_path / "odd.pth"
+    torch.save({"model": {"w": torch.ones(3)}, "args": argparse.Namespace(lr=0.01)}, path,
+               _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    with caplog.at_level("WARNING", logger="fcos_core.utils.model_zoo"):
+        assert cache_url(_serve(tmp_path, "odd.pth", data)) == str(hub / "odd.pth")
+    assert "not checked" in caplog.text and "argparse.Namespace" in caplog.text
+    with pytest.raises(RuntimeError, match="truncated"):  # cut inside the pickle of the object
+        cache_url(_serve(tmp_path, "odd2.pth", data[:200]))
+    assert not (hub / "odd2.pth").exists()
