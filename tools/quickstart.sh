@@ -46,13 +46,23 @@ T0=$(date +%s)
 # two cores busier than one process of two threads: fewer waits at the end of each small op.
 # FCOS_QUICKSTART_PROCS=1 trains in one process instead (same global batch, same recipe).
 NPROC=${FCOS_QUICKSTART_PROCS:-2}
+# The recipe trains under bfloat16 autocast (SOLVER.AMP True), which is fast only on CPUs with
+# AVX-512 BF16 or AMX. Elsewhere train_net falls back to float32, about 1.3x slower per step, so the
+# quickstart trains fewer iterations there to stay within 15 minutes (and reaches a lower AP; see
+# docs/quickstart_recipe.md). FCOS_QUICKSTART_FP32_ITERS changes that number.
+EXTRA=()
+if ! "$PY" -c "import sys; from fcos_core.utils.env import cpu_has_fast_bf16; sys.exit(not cpu_has_fast_bf16())"; then
+  FP32_ITERS=${FCOS_QUICKSTART_FP32_ITERS:-1100}
+  echo "this CPU has no AVX-512 BF16 or AMX: training in float32, SOLVER.MAX_ITER $FP32_ITERS instead of the config's"
+  EXTRA=(SOLVER.MAX_ITER "$FP32_ITERS")
+fi
 CORES=$(nproc 2>/dev/null || echo 2)
 if [ "$NPROC" -gt 1 ]; then
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( CORES / NPROC > 0 ? CORES / NPROC : 1 ))} \
   "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-    tools/train_net.py --config-file configs/quickstart/fcos_shapes.yaml OUTPUT_DIR "$OUT"
+    tools/train_net.py --config-file configs/quickstart/fcos_shapes.yaml OUTPUT_DIR "$OUT" ${EXTRA[@]+"${EXTRA[@]}"}
 else
-  "$PY" tools/train_net.py --config-file configs/quickstart/fcos_shapes.yaml OUTPUT_DIR "$OUT"
+  "$PY" tools/train_net.py --config-file configs/quickstart/fcos_shapes.yaml OUTPUT_DIR "$OUT" ${EXTRA[@]+"${EXTRA[@]}"}
 fi
 mkdir -p "$OUT/val_pictures"
 mapfile -t PICS < <(ls "$DATA"/shapes/val/images/*.png | head -n 12)

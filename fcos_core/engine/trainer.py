@@ -130,8 +130,9 @@ def do_train(
             the processes).
 
     Raises:
-        FloatingPointError: a loss became NaN or infinite; the weights before that iteration
-            were saved as ``model_last_good.pth`` first.
+        FloatingPointError: a loss became NaN or infinite, or (float32 / bfloat16) the gradients
+            did with finite losses; the weights before that iteration were saved as
+            ``model_last_good.pth`` first and no step was taken with them.
     """
     logger = logger or logging.getLogger("fcos_core.trainer")
     meters = MetricLogger(delimiter="  ")
@@ -152,11 +153,17 @@ def do_train(
                 loss_dict = model(images, targets)
             losses = sum(loss.float() for loss in loss_dict.values())
             reduced = reduce_loss_dict(loss_dict)
-            total = float(sum(reduced.values()))
+            optimizer.zero_grad(set_to_none=True)
+            grad_norm = _backward(losses, optimizer, grad_scaler, model, clip_grad_norm)
+            # The one host synchronisation of a step: the logged loss and the gradient norm together.
+            total, norm = _host_floats(sum(reduced.values()), grad_norm)
             if not np.isfinite(total):
                 _stop_on_bad_loss(checkpointer, arguments, iteration, reduced, logger)
-            optimizer.zero_grad(set_to_none=True)
-            _backward_and_step(losses, optimizer, grad_scaler, model, clip_grad_norm)
+            if grad_scaler is None and not np.isfinite(norm):
+                # float32 / bfloat16: a step would write NaN into every weight (float16's scaler
+                # skips such steps by itself)
+                _stop_on_bad_loss(checkpointer, arguments, iteration, reduced, logger, grad_norm=norm)
+            _step(optimizer, grad_scaler)
             scheduler.step()
 
             batch_time = time.time() - end
@@ -189,31 +196,57 @@ def _resume_state(arguments, grad_scaler):
     return state
 
 
-def _backward_and_step(losses, optimizer, grad_scaler, model, clip_grad_norm):
+def _backward(losses, optimizer, grad_scaler, model, clip_grad_norm):
+    """Backward pass (scaled in float16), then clipping to ``clip_grad_norm`` when > 0.
+
+    Returns the global L2 norm of the gradients before clipping (a 0-dim tensor, not synchronised),
+    or None in float16 without clipping (the scaler checks for inf/NaN itself then).
+    """
     if grad_scaler is not None:
         grad_scaler.scale(losses).backward()
-        if clip_grad_norm > 0:
-            grad_scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        grad_scaler.step(optimizer)
-        grad_scaler.update()
-        return
+        if clip_grad_norm <= 0:
+            return None
+        grad_scaler.unscale_(optimizer)
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     losses.backward()
     if clip_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-    optimizer.step()
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
 
 
-def _stop_on_bad_loss(checkpointer, arguments, iteration, reduced, logger):
-    """Save the weights from before this iteration and stop with a message naming the loss."""
-    bad = {k: float(v) for k, v in reduced.items() if not np.isfinite(float(v))}
+def _step(optimizer, grad_scaler):
+    if grad_scaler is not None:
+        grad_scaler.step(optimizer)
+        grad_scaler.update()
+    else:
+        optimizer.step()
+
+
+def _host_floats(total, grad_norm):
+    """(total, grad_norm) as Python floats with one device-to-host copy; grad_norm may be None (nan)."""
+    if grad_norm is None:
+        return float(total), float("nan")
+    values = torch.stack([total.detach().float(), grad_norm.detach().float().to(total.device)]).tolist()
+    return values[0], values[1]
+
+
+def _stop_on_bad_loss(checkpointer, arguments, iteration, reduced, logger, grad_norm=None):
+    """Save the weights from before this iteration and stop with a message naming the loss (or,
+    with ``grad_norm``, saying that the losses were finite but the gradients were not)."""
     last_good = dict(arguments, iteration=iteration - 1)
     path = checkpointer.save("model_last_good", rng_state=rng_state(), **last_good)
+    if grad_norm is None:
+        bad = {k: float(v) for k, v in reduced.items() if not np.isfinite(float(v))}
+        what = "loss became non-finite at iteration {}: {}".format(
+            iteration, ", ".join(f"{k} = {v}" for k, v in bad.items()))
+    else:
+        what = "gradients became non-finite at iteration {} (global norm {}) with finite losses ({})".format(
+            iteration, grad_norm, ", ".join(f"{k} = {float(v):.4f}" for k, v in reduced.items()))
     msg = (
-        f"loss became non-finite at iteration {iteration}: "
-        + ", ".join(f"{k} = {v}" for k, v in bad.items())
+        what
         + (f"; the weights from before it were saved to {path}" if path else "")
-        + ". Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or set SOLVER.CLIP_GRAD_NORM."
+        + ". Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or set SOLVER.CLIP_GRAD_NORM"
+        + ("; with SOLVER.AMP, try without it." if grad_norm is not None else ".")
     )
     logger.error(msg)
     raise FloatingPointError(msg)

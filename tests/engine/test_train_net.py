@@ -129,6 +129,43 @@ def test_non_finite_loss_saves_the_last_good_state_and_names_the_loss():
     assert name == "model_last_good" and kwargs["iteration"] == 2
 
 
+def test_non_finite_gradients_with_finite_losses_stop_before_the_step():
+    """float32 / bfloat16 (no GradScaler): a NaN gradient would turn every weight into NaN; the
+    trainer stops before the step, saves the untouched weights and says the losses were finite."""
+    model = torch.nn.Linear(2, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = model
+
+        def forward(self, images, targets):
+            w = self.lin.weight.sum()
+            if images.step == 2:  # sqrt'(0) = inf, times 0: a NaN gradient from a loss of 0
+                return {"loss_cls": torch.sqrt(w * 0), "loss_reg": w * 0}
+            return {"loss_cls": w * 0 + 1.0, "loss_reg": w * 0}
+
+    class Images:
+        def __init__(self, step):
+            self.step = step
+            self.tensors = torch.zeros(1)
+
+        def to(self, device):
+            return self
+
+    loader = [(Images(i), [], ()) for i in range(1, 4)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
+    saver = _Saver()
+    with pytest.raises(FloatingPointError, match=r"gradients became non-finite at iteration 2 .*loss_cls = -?0\.0000"):
+        do_train(Model(), loader, opt, sched, saver, "cpu", 0, {"iteration": 0}, 3)
+    name, kwargs = saver.saved[-1]
+    assert name == "model_last_good" and kwargs["iteration"] == 1
+    for k, v in model.state_dict().items():  # step 1 had zero gradients; step 2 was not taken
+        assert torch.isfinite(v).all() and torch.equal(v, before[k]), k
+
+
 def test_rng_state_round_trip_survives_weights_only_load(tmp_path):
     import random
 

@@ -328,3 +328,30 @@ def test_resnet_norms():
     cfg = make_cfg("fcos_R_50_FPN_1x", "MODEL.RESNETS.STEM_FUNC", "StemWithGN")
     with pytest.raises(ValueError, match="different norms"):
         build_backbone(cfg)
+
+
+def test_p6_p7_bfloat16_gradients_are_finite_when_p6_is_one_pixel_wide():
+    """Small training images make P6 one pixel wide (P5 [.., 3, 2] -> P6 [.., 2, 1]). The bfloat16
+    weight gradient of P7's stride-2 conv on it was NaN or garbage with torch 2.14.1 / oneDNN on
+    CPUs with AVX-512 BF16 (uninitialised memory); LastLevelP6P7 runs such maps in float32."""
+    torch.manual_seed(0)
+    top = LastLevelP6P7(64, 64).to(memory_format=torch.channels_last)
+    p5 = torch.randn(2, 64, 3, 2).contiguous(memory_format=torch.channels_last)
+
+    def p7_weight_grad(amp):
+        top.zero_grad()
+        # leave NaN in freed memory, where an uninitialised read would find it
+        junk = torch.full((1 << 16,), float("nan"))
+        del junk
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            p6, p7 = top(p5, p5)
+        assert p6.shape[-2:] == (2, 1) and p7.shape[-2:] == (1, 1)
+        (p6.float().square().sum() + p7.float().sum()).backward()
+        return top.p7.weight.grad.clone(), top.p6.weight.grad.clone()
+
+    ref7, ref6 = p7_weight_grad(False)
+    for _ in range(20):
+        got7, got6 = p7_weight_grad(True)
+        assert torch.isfinite(got7).all() and torch.isfinite(got6).all()
+        # bfloat16 has 8 significant bits; P6 (computed in bfloat16) feeds P7
+        torch.testing.assert_close(got7, ref7, rtol=0.05, atol=0.05 * ref7.abs().max().item())

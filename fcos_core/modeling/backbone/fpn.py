@@ -6,6 +6,7 @@ P6/P7: Lin et al., "Focal Loss for Dense Object Detection" (RetinaNet), ICCV 201
 """
 from typing import List, Optional, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -88,9 +89,24 @@ class LastLevelP6P7(nn.Module):
                              .format(in_channels, out_channels))
 
     def forward(self, c5: Tensor, p5: Tensor) -> List[Tensor]:
-        p6 = self.p6(p5 if self.use_p5 else c5)
-        p7 = self.p7(F.relu(p6))
+        p6 = _strided_conv(self.p6, p5 if self.use_p5 else c5)
+        p7 = _strided_conv(self.p7, F.relu(p6))
         return [p6, p7]
+
+
+def _strided_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)``, in float32 when ``x`` is one pixel wide under CPU bfloat16 autocast.
+
+    Works around a bug seen with torch 2.14.1 (oneDNN) on a CPU with AVX-512 BF16: the bfloat16
+    weight gradient of a 3x3 stride-2 convolution whose input is 1 pixel wide is NaN or garbage
+    (uninitialised memory is read), which turned every weight into NaN after one step when small
+    training images (width <= 64) made P6 one pixel wide. Such maps are tiny, so float32 costs
+    nothing. tests/modeling/test_backbone.py checks the gradient.
+    """
+    if x.device.type == "cpu" and x.shape[-1] == 1 and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return conv(x.float())
+    return conv(x)
 
 
 class LastLevelMaxPool(nn.Module):
