@@ -1,11 +1,17 @@
 """The FCOS loss keeps its normalisers on the device (no ``.item()``) and gives bitwise the losses
 and gradients of the previous implementation (kept below as the reference), with and without
-positives, center sampling and stride-normalised targets."""
+positives, center sampling and stride-normalised targets; the batched target assignment gives
+bitwise the losses and gradients of the previous per-image one."""
 import pytest
 import torch
 
 from fcos_core.modeling.rpn.fcos.loss import FCOSLossComputation, flatten_level_outputs
-from fcos_core.modeling.rpn.fcos.target_assignment import centerness_targets, compute_locations
+from fcos_core.modeling.rpn.fcos.target_assignment import (
+    assign_targets,
+    centerness_targets,
+    compute_locations,
+    level_tensors,
+)
 from fcos_core.structures.bounding_box import BoxList
 
 STRIDES = (8, 16, 32, 64, 128)
@@ -71,6 +77,47 @@ def test_loss_equals_the_previous_implementation(radius, norm_reg, iou, boxes):
     actual, actual_grads = losses_and_grads(FCOSLossComputation.__call__, loss, args)
     for a, e in zip(actual, expected):
         assert a.shape == e.shape == () and a.dtype == e.dtype == torch.float32
+        assert torch.equal(a, e)
+    for a, e in zip(actual_grads, expected_grads):
+        assert torch.equal(a, e)
+
+
+def per_image_prepare_targets(self, locations, targets):
+    """The previous ``FCOSLossComputation.prepare_targets``: one :func:`assign_targets` per image."""
+    all_locations = torch.cat(locations, dim=0)
+    stride, size_range = level_tensors(
+        [len(loc) for loc in locations], self.fpn_strides, self.size_ranges, device=all_locations.device
+    )
+    labels, reg_targets = [], []
+    for target in targets:
+        boxes = target.convert("xyxy").bbox.to(all_locations.dtype)
+        lab, reg, _ = assign_targets(
+            all_locations, stride, size_range, boxes, target.get_field("labels"), self.center_sampling_radius
+        )
+        labels.append(lab)
+        reg_targets.append(reg)
+    labels, reg_targets = torch.stack(labels), torch.stack(reg_targets)
+    if self.norm_reg_targets:
+        reg_targets = reg_targets / stride[None, :, None]
+    return labels, reg_targets
+
+
+@pytest.mark.parametrize("radius,norm_reg,iou", [(0.0, False, "iou"), (1.5, True, "giou"), (1.5, False, "linear_iou")])
+@pytest.mark.parametrize("boxes", [
+    [[[10, 12, 60, 70], [4, 4, 30, 90], [50, 20, 127, 95]], [], [[0, 0, 127, 95]]],
+    [[[10, 12, 60, 70], [10, 12, 60, 70], [11, 13, 61, 71], [-20, -20, 5, 5], [30, 30, 30.5, 31]], [[40, 8, 120, 60]]],
+    [[], []],
+], ids=["mixed", "ties_outside_tiny", "no_boxes"])
+def test_batched_targets_give_the_per_image_losses(monkeypatch, radius, norm_reg, iou, boxes):
+    loss = FCOSLossComputation(STRIDES, iou_loss_type=iou, center_sampling_radius=radius, norm_reg_targets=norm_reg)
+    args = inputs(boxes, seed=3)
+    batched_targets = loss.prepare_targets(args[0], args[4])
+    actual, actual_grads = losses_and_grads(FCOSLossComputation.__call__, loss, args)
+    monkeypatch.setattr(FCOSLossComputation, "prepare_targets", per_image_prepare_targets)
+    for a, e in zip(batched_targets, loss.prepare_targets(args[0], args[4])):
+        assert a.dtype == e.dtype and torch.equal(a, e)
+    expected, expected_grads = losses_and_grads(FCOSLossComputation.__call__, loss, args)
+    for a, e in zip(actual, expected):
         assert torch.equal(a, e)
     for a, e in zip(actual_grads, expected_grads):
         assert torch.equal(a, e)

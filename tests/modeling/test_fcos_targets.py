@@ -1,15 +1,19 @@
-"""Target assignment on hand-computed cases (FCOS Sec. 2.1-2.2, center sampling of the imprv configs)."""
+"""Target assignment on hand-computed cases (FCOS Sec. 2.1-2.2, center sampling of the imprv configs),
+and the batched assignment against the per-image one on random batches."""
+import pytest
 import torch
 
 from fcos_core.modeling.rpn.fcos.target_assignment import (
     DEFAULT_SIZE_RANGES,
     INF,
     assign_targets,
+    assign_targets_batched,
     centerness_targets,
     compute_locations,
     compute_locations_per_level,
     inside_center_region,
     level_tensors,
+    pad_ground_truth,
     size_ranges_from_boundaries,
 )
 
@@ -179,3 +183,150 @@ def test_centerness_targets():
     expected = [1.0, (5 / 15) ** 0.5, ((1 / 4) * (2 / 8)) ** 0.5]
     assert torch.allclose(ctr, torch.tensor(expected))
     assert INF > 1e7
+
+
+# --- the batched assignment: bitwise the per-image one ------------------------------------------
+
+PYRAMID_STRIDES = (8, 16, 32, 64, 128)
+
+
+def _pyramid(height=256, width=320):
+    sizes = [((height + s - 1) // s, (width + s - 1) // s) for s in PYRAMID_STRIDES]
+    locations = compute_locations(sizes, PYRAMID_STRIDES)
+    stride, rng = level_tensors([len(x) for x in locations], PYRAMID_STRIDES, DEFAULT_SIZE_RANGES)
+    return torch.cat(locations), stride, rng
+
+
+def _random_boxes(g, count, height=256, width=320):
+    """``count`` boxes on a half-pixel grid (so that sides fall on location centres, max distances on
+    the size-range ends, and areas tie), with duplicates, equal-area copies, tiny and degenerate
+    boxes and boxes partly or wholly outside the image."""
+    if count == 0:
+        return torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64)
+    x = torch.randint(-40, 2 * width, (count,), generator=g)
+    y = torch.randint(-40, 2 * height, (count,), generator=g)
+    xy = torch.stack((x, y), dim=1).float() / 2
+    wh = torch.randint(0, 600, (count, 2), generator=g).float() / 2
+    kind = torch.randint(0, 6, (count,), generator=g)
+    wh[kind == 0] = torch.randint(0, 4, (int((kind == 0).sum()), 2), generator=g).float() / 2  # tiny, 0-wide
+    boxes = torch.cat((xy, xy + wh), dim=1)
+    boxes[kind == 1] += torch.tensor([width, height, width, height], dtype=torch.float32)  # outside
+    for i in range(1, count):
+        r = int(torch.randint(0, 4, (), generator=g))
+        if r == 0:
+            boxes[i] = boxes[int(torch.randint(0, i, (), generator=g))]  # duplicate
+        elif r == 1:
+            shift = torch.randint(-8, 9, (2,), generator=g).float() / 2  # equal area, moved
+            boxes[i] = boxes[int(torch.randint(0, i, (), generator=g))] + shift.repeat(2)
+    labels = torch.randint(1, 81, (count,), generator=g)
+    return boxes, labels
+
+
+def _per_image(locations, stride, rng, boxes_list, labels_list, radius):
+    outs = [assign_targets(locations, stride, rng, b, l, radius) for b, l in zip(boxes_list, labels_list)]
+    return tuple(torch.stack(parts) for parts in zip(*outs))
+
+
+def _check_batched_equals_per_image(boxes_list, labels_list, radius, locations=None):
+    locations, stride, rng = _pyramid() if locations is None else locations
+    dtype = boxes_list[0].dtype
+    gt_boxes, gt_labels, gt_valid = pad_ground_truth(boxes_list, labels_list, dtype=dtype)
+    batched = assign_targets_batched(locations, stride, rng, gt_boxes, gt_labels, gt_valid, radius)
+    expected = _per_image(locations, stride, rng, boxes_list, labels_list, radius)
+    for name, b, e in zip(("labels", "reg_targets", "matched"), batched, expected):
+        assert b.shape == e.shape and b.dtype == e.dtype, name
+        assert torch.equal(b, e), name
+    return batched
+
+
+@pytest.mark.parametrize("radius", [0.0, 1.5])
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_assignment_equals_per_image_on_random_batches(seed, radius):
+    g = torch.Generator().manual_seed(seed)
+    locations = _pyramid()
+    counts = [0, 1, 7, 30, 0, 2] if seed % 2 == 0 else [30, 0, 1, 12]
+    boxes_list, labels_list = zip(*[_random_boxes(g, c) for c in counts])
+    labels, _, matched = _check_batched_equals_per_image(boxes_list, labels_list, radius, locations)
+    assert (labels > 0).any(), "the random boxes should give some positives"
+    # a padded slot never wins: every match indexes a real box of its image
+    assert bool((matched < torch.tensor(counts)[:, None]).all())
+
+
+@pytest.mark.parametrize("radius", [0.0, 1.5])
+def test_batched_assignment_ties_padding_and_legacy_area(radius):
+    # Image 0: one box, so its slots 1..2 are padding. Image 1: two boxes of equal legacy area
+    # around the same locations (the first wins), then a smaller one in their corner (it wins
+    # where it applies). Image 2: a 2 x 10 box and a 4.5 x 4.5 box around (12, 12): 20 < 20.25
+    # without the +1, but 3 * 11 = 33 > 5.5 * 5.5 = 30.25 with it, so the second wins.
+    # Image 3: one box of legacy area above INF, which the per-image code still assigns (on P7):
+    # its padded slots must not undercut it with INF.
+    boxes_list = [
+        torch.tensor([[0.0, 0.0, 40.0, 40.0]]),
+        torch.tensor([[0.0, 0.0, 40.0, 40.0], [0.5, 0.5, 40.5, 40.5], [2.0, 2.0, 14.0, 14.0]]),
+        torch.tensor([[11.0, 4.0, 13.0, 14.0], [10.0, 10.0, 14.5, 14.5]]),
+        torch.tensor([[-10000.0, -10000.0, 10000.0, 10000.0]]),
+    ]
+    labels_list = [torch.tensor([3]), torch.tensor([4, 5, 6]), torch.tensor([7, 8]), torch.tensor([1])]
+    locations = _pyramid()
+    labels, reg, matched = _check_batched_equals_per_image(boxes_list, labels_list, radius, locations)
+    assert set(matched[0].tolist()) == {-1, 0}
+    assert 1 not in matched[1].tolist() and {0, 2} <= set(matched[1].tolist())
+    at_12 = int((locations[0] == 12).all(dim=1).nonzero()[0])  # (12, 12) on P3
+    assert matched[2, at_12] == 1 and labels[2, at_12] == 8
+    assert labels[3].any()
+    # Whatever the padded slots hold (here a box around image 0's positives, of area below
+    # every real one, and a valid label), they never win.
+    gt_boxes, gt_labels, gt_valid = pad_ground_truth(boxes_list, labels_list)
+    gt_boxes[0, 1:] = torch.tensor([2.0, 2.0, 38.0, 38.0])
+    gt_labels[0, 1:] = 9
+    again = assign_targets_batched(locations[0], locations[1], locations[2], gt_boxes, gt_labels, gt_valid, radius)
+    for a, e in zip(again, (labels, reg, matched)):
+        assert torch.equal(a, e)
+
+
+def test_batched_assignment_without_boxes():
+    empty = (torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64))
+    for radius in (0.0, 1.5):
+        # all images empty (M = 0), and empty images next to one with a box
+        labels, reg, matched = _check_batched_equals_per_image([empty[0]] * 3, [empty[1]] * 3, radius)
+        assert labels.shape == (3, reg.shape[1]) and not labels.any() and not reg.any()
+        assert bool((matched == -1).all())
+        boxes_list = [empty[0], torch.tensor([[10.0, 10.0, 60.0, 50.0]]), empty[0]]
+        labels_list = [empty[1], torch.tensor([2]), empty[1]]
+        labels, reg, _ = _check_batched_equals_per_image(boxes_list, labels_list, radius)
+        assert labels[1].any() and not labels[0].any() and not reg[0].any() and not reg[2].any()
+
+
+@pytest.mark.parametrize("radius", [0.0, 1.5])
+def test_batched_assignment_with_mixed_dtypes(radius):
+    # float64 boxes with float32 locations, and the other way round: promoted as per image
+    # (stride and size ranges stay float32, as level_tensors gives them).
+    g = torch.Generator().manual_seed(7)
+    locations, stride, rng = _pyramid()
+    boxes_list, labels_list = zip(*[_random_boxes(g, c) for c in (5, 0, 9)])
+    for loc_dtype, box_dtype in ((torch.float32, torch.float64), (torch.float64, torch.float32)):
+        loc = (locations.to(loc_dtype), stride, rng)
+        boxes = [b.to(box_dtype) for b in boxes_list]
+        labels, reg, _ = _check_batched_equals_per_image(boxes, labels_list, radius, loc)
+        assert reg.dtype == torch.float64 and labels.any()
+    # A float64 location 1e-300 inside a float32 box: inside in float64 (a float32 distance
+    # would underflow to 0, on the edge, outside).
+    loc = (torch.tensor([[1e-300, 5.0]], dtype=torch.float64), torch.tensor([8.0]), torch.tensor([[-1.0, 64.0]]))
+    labels, _, _ = _check_batched_equals_per_image([torch.tensor([[0.0, 0.0, 10.0, 10.0]])], [torch.tensor([2])], radius, loc)
+    assert labels.tolist() == [[2]]
+
+
+def test_pad_ground_truth():
+    boxes = [torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]), torch.zeros((0, 4)), torch.ones((1, 4))]
+    labels = [torch.tensor([7, 8]), torch.zeros((0,), dtype=torch.int64), torch.tensor([9], dtype=torch.int32)]
+    gt_boxes, gt_labels, gt_valid = pad_ground_truth(boxes, labels, dtype=torch.float64)
+    assert gt_boxes.shape == (3, 2, 4) and gt_boxes.dtype == torch.float64
+    assert gt_labels.dtype == torch.int64 and gt_valid.dtype == torch.bool
+    assert gt_valid.tolist() == [[True, True], [False, False], [True, False]]
+    assert gt_labels.tolist() == [[7, 8], [0, 0], [9, 0]]
+    assert torch.equal(gt_boxes[0], boxes[0].double()) and torch.equal(gt_boxes[2, 0], torch.ones(4).double())
+    assert not gt_boxes[1].any() and not gt_boxes[2, 1].any()
+    gt_boxes, gt_labels, gt_valid = pad_ground_truth([torch.zeros((0, 4))] * 2, [torch.zeros((0,))] * 2)
+    assert gt_boxes.shape == (2, 0, 4) and gt_labels.shape == gt_valid.shape == (2, 0)
+    gt_boxes, gt_labels, gt_valid = pad_ground_truth([], [])
+    assert gt_boxes.shape == (0, 0, 4) and gt_valid.shape == (0, 0)

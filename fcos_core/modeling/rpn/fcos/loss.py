@@ -16,12 +16,13 @@ from fcos_core.utils.comm import get_world_size, reduce_sum
 
 from .target_assignment import (
     DEFAULT_SIZE_RANGES,
-    assign_targets,
+    assign_targets_batched,
     centerness_targets,
     check_size_ranges,
     size_ranges_from_boundaries,
     flatten_level_outputs,
     level_tensors,
+    pad_ground_truth,
 )
 
 
@@ -71,16 +72,16 @@ class FCOSLossComputation:
         stride, size_range = level_tensors(
             [len(loc) for loc in locations], self.fpn_strides, self.size_ranges, device=all_locations.device
         )
-        labels, reg_targets = [], []
-        for target in targets:
-            boxes = target.convert("xyxy").bbox.to(all_locations.dtype)
-            lab, reg, _ = assign_targets(
-                all_locations, stride, size_range, boxes, target.get_field("labels"), self.center_sampling_radius
-            )
-            labels.append(lab)
-            reg_targets.append(reg)
-        labels = torch.stack(labels)
-        reg_targets = torch.stack(reg_targets)
+        # One assignment for the whole batch: the images' boxes padded to the largest count.
+        gt_boxes, gt_labels, gt_valid = pad_ground_truth(
+            [target.convert("xyxy").bbox for target in targets],
+            [target.get_field("labels") for target in targets],
+            dtype=all_locations.dtype,
+            device=all_locations.device,
+        )
+        labels, reg_targets, _ = assign_targets_batched(
+            all_locations, stride, size_range, gt_boxes, gt_labels, gt_valid, self.center_sampling_radius
+        )
         if self.norm_reg_targets:
             reg_targets = reg_targets / stride[None, :, None]
         return labels, reg_targets
