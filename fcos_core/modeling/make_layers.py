@@ -8,6 +8,7 @@ from typing import Callable, Union
 from torch import nn
 
 from fcos_core.layers.batch_norm import FrozenBatchNorm2d
+from fcos_core.layers.group_norm import GroupNorm
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -46,7 +47,7 @@ def group_norm(out_channels, dim_per_gp=GN_DIM_PER_GP, num_groups=GN_NUM_GROUPS,
     dim_per_gp = dim_per_gp // divisor if dim_per_gp > 0 else dim_per_gp
     num_groups = num_groups // divisor if num_groups > 0 else num_groups
     groups = get_group_gn(out_channels, dim_per_gp, num_groups)
-    return nn.GroupNorm(groups, out_channels, eps, affine)
+    return GroupNorm(groups, out_channels, eps, affine)
 
 
 def norm_factory(norm: Union[str, NormFactory], gn_dim_per_gp=GN_DIM_PER_GP,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fcos_core.layers.dcn import DFConv2d
+from fcos_core.layers.group_norm import GroupNorm
 from fcos_core.layers.scale import Scale
 
 from .inference import make_fcos_postprocessor
@@ -29,7 +30,7 @@ def _tower(in_channels, num_convs, use_dcn_last):
             conv = DFConv2d(in_channels, in_channels, with_modulated_dcn=True, kernel_size=3, stride=1, bias=True)
         else:
             conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=1, padding=1, bias=True)
-        layers += [conv, nn.GroupNorm(32, in_channels), nn.ReLU()]
+        layers += [conv, GroupNorm(32, in_channels), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
