@@ -47,14 +47,16 @@ T0=$(date +%s)
 # FCOS_QUICKSTART_PROCS=1 trains in one process instead (same global batch, same recipe).
 NPROC=${FCOS_QUICKSTART_PROCS:-2}
 # The recipe trains under bfloat16 autocast (SOLVER.AMP True), which is fast only on CPUs with
-# AVX-512 BF16 or AMX. Elsewhere train_net falls back to float32, about 1.3x slower per step, so the
-# quickstart trains fewer iterations there to stay within 15 minutes (and reaches a lower AP; see
-# docs/quickstart_recipe.md). FCOS_QUICKSTART_FP32_ITERS changes that number.
+# AVX-512 BF16 or AMX. Elsewhere train_net falls back to float32, about 1.3x slower per step; to stay
+# within 15 minutes the quickstart then trains at 256 px instead of 320 (same 1700 steps, ~0.35 s
+# each): at 320 px it could afford only 1100 steps, which measured AP 0.275 in float32, against
+# 0.374 for 256 px x 1700 steps in bfloat16 (docs/quickstart_recipe.md: e15, e11).
+# FCOS_QUICKSTART_FP32_SIZE changes the size.
 EXTRA=()
 if ! "$PY" -c "import sys; from fcos_core.utils.env import cpu_has_fast_bf16; sys.exit(not cpu_has_fast_bf16())"; then
-  FP32_ITERS=${FCOS_QUICKSTART_FP32_ITERS:-1100}
-  echo "this CPU has no AVX-512 BF16 or AMX: training in float32, SOLVER.MAX_ITER $FP32_ITERS instead of the config's"
-  EXTRA=(SOLVER.MAX_ITER "$FP32_ITERS")
+  FP32_SIZE=${FCOS_QUICKSTART_FP32_SIZE:-256}
+  echo "this CPU has no AVX-512 BF16 or AMX: training in float32 at ${FP32_SIZE} px instead of the config's size"
+  EXTRA=(INPUT.MIN_SIZE_TRAIN "($FP32_SIZE,)" INPUT.MAX_SIZE_TRAIN $(( FP32_SIZE * 7 / 4 )))
 fi
 CORES=$(nproc 2>/dev/null || echo 2)
 if [ "$NPROC" -gt 1 ]; then
