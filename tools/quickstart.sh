@@ -50,7 +50,7 @@ NPROC=${FCOS_QUICKSTART_PROCS:-2}
 # AVX-512 BF16 or AMX. Elsewhere train_net falls back to float32, about 1.3x slower per step; to stay
 # within 15 minutes the quickstart then trains at 256 px instead of 320 (same 1700 steps, ~0.35 s
 # each): at 320 px it could afford only 1100 steps, which measured AP 0.275 in float32, against
-# 0.374 for 256 px x 1700 steps in bfloat16 (docs/quickstart_recipe.md: e15, e11).
+# 0.368 for 256 px x 1700 steps in float32 (docs/quickstart_recipe.md: e15, e16).
 # FCOS_QUICKSTART_FP32_SIZE changes the size.
 EXTRA=()
 if ! "$PY" -c "import sys; from fcos_core.utils.env import cpu_has_fast_bf16; sys.exit(not cpu_has_fast_bf16())"; then
