@@ -99,32 +99,46 @@ class _Saver:
         return f"/ckpt/{name}.pth"
 
 
-def test_non_finite_loss_saves_the_last_good_state_and_names_the_loss():
-    model = torch.nn.Linear(2, 1)
+class _StepImages:
+    """A stand-in for an ImageList that tells the fake model which iteration it is."""
+
+    def __init__(self, step):
+        self.step = step
+        self.tensors = torch.zeros(1)
+
+    def to(self, device):
+        return self
+
+
+def _train_fake(losses_at, max_iter):
+    """do_train on a Linear(2, 1) whose loss dict is ``losses_at(step, weight_sum)``; returns the
+    raised FloatingPointError's pytest info, the checkpointer, and (weights before, module)."""
+    lin = torch.nn.Linear(2, 1)
+    before = {k: v.clone() for k, v in lin.state_dict().items()}
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lin = model
+            self.lin = lin
 
         def forward(self, images, targets):
-            value = self.lin.weight.sum() * 0 + (float("nan") if images.step == 3 else 1.0)
-            return {"loss_cls": value, "loss_reg": self.lin.weight.sum() * 0}
+            return losses_at(images.step, self.lin.weight.sum())
 
-    class Images:
-        def __init__(self, step):
-            self.step = step
-            self.tensors = torch.zeros(1)
-
-        def to(self, device):
-            return self
-
-    loader = [(Images(i), [], ()) for i in range(1, 6)]
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = [(_StepImages(i), [], ()) for i in range(1, max_iter + 1)]
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
     saver = _Saver()
-    with pytest.raises(FloatingPointError, match=r"iteration 3: loss_cls = nan"):
-        do_train(Model(), loader, opt, sched, saver, "cpu", 0, {"iteration": 0}, 5)
+    with pytest.raises(FloatingPointError) as info:
+        do_train(Model(), loader, opt, sched, saver, "cpu", 0, {"iteration": 0}, max_iter)
+    return info, saver, before, lin
+
+
+def test_non_finite_loss_saves_the_last_good_state_and_names_the_loss():
+    def losses_at(step, w):
+        return {"loss_cls": w * 0 + (float("nan") if step == 3 else 1.0), "loss_reg": w * 0}
+
+    info, saver, _, _ = _train_fake(losses_at, 5)
+    info.match(r"iteration 3: loss_cls = nan")
     name, kwargs = saver.saved[-1]
     assert name == "model_last_good" and kwargs["iteration"] == 2
 
@@ -132,37 +146,16 @@ def test_non_finite_loss_saves_the_last_good_state_and_names_the_loss():
 def test_non_finite_gradients_with_finite_losses_stop_before_the_step():
     """float32 / bfloat16 (no GradScaler): a NaN gradient would turn every weight into NaN; the
     trainer stops before the step, saves the untouched weights and says the losses were finite."""
-    model = torch.nn.Linear(2, 1)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    def losses_at(step, w):
+        if step == 2:  # sqrt'(0) = inf, times 0: a NaN gradient from a loss of 0
+            return {"loss_cls": torch.sqrt(w * 0), "loss_reg": w * 0}
+        return {"loss_cls": w * 0 + 1.0, "loss_reg": w * 0}
 
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = model
-
-        def forward(self, images, targets):
-            w = self.lin.weight.sum()
-            if images.step == 2:  # sqrt'(0) = inf, times 0: a NaN gradient from a loss of 0
-                return {"loss_cls": torch.sqrt(w * 0), "loss_reg": w * 0}
-            return {"loss_cls": w * 0 + 1.0, "loss_reg": w * 0}
-
-    class Images:
-        def __init__(self, step):
-            self.step = step
-            self.tensors = torch.zeros(1)
-
-        def to(self, device):
-            return self
-
-    loader = [(Images(i), [], ()) for i in range(1, 4)]
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
-    saver = _Saver()
-    with pytest.raises(FloatingPointError, match=r"gradients became non-finite at iteration 2 .*loss_cls = -?0\.0000"):
-        do_train(Model(), loader, opt, sched, saver, "cpu", 0, {"iteration": 0}, 3)
+    info, saver, before, lin = _train_fake(losses_at, 3)
+    info.match(r"gradients became non-finite at iteration 2 .*loss_cls = -?0\.0000")
     name, kwargs = saver.saved[-1]
     assert name == "model_last_good" and kwargs["iteration"] == 1
-    for k, v in model.state_dict().items():  # step 1 had zero gradients; step 2 was not taken
+    for k, v in lin.state_dict().items():  # step 1 had zero gradients; step 2 was not taken
         assert torch.isfinite(v).all() and torch.equal(v, before[k]), k
 
 
