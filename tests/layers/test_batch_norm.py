@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from fcos_core.layers.batch_norm import FrozenBatchNorm2d
+from fcos_core.layers.batch_norm import FrozenBatchNorm2d, conv_then_norm
 
 
 def make_pair(n=6, seed=0):
@@ -82,3 +82,63 @@ def test_cuda_half_channels_last():
     y = frozen.cuda()(x.cuda().half())
     assert y.dtype == torch.float16 and y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y.float().cpu(), ref(x).detach(), rtol=1e-2, atol=1e-2)
+
+
+def _conv_and_frozen_norm(bias, dtype=torch.float64, stride=1, groups=1):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, stride=stride, padding=1, bias=bias, groups=groups).to(dtype)
+    bn = FrozenBatchNorm2d(6)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.25, 4.0)
+    return conv, bn.to(dtype)
+
+
+@pytest.mark.parametrize("bias,stride,groups", [(False, 1, 1), (True, 2, 1), (False, 1, 2)])
+def test_conv_then_norm_folds_the_frozen_norm_exactly_and_keeps_gradients(bias, stride, groups):
+    """conv_then_norm(x, conv, bn) == bn(conv(x)) in float64, and so are the gradients of the
+    input, the conv weight and bias (the folded weight is built from the live parameter)."""
+    conv, bn = _conv_and_frozen_norm(bias, stride=stride, groups=groups)
+    x = torch.randn(2, 4, 9, 11, dtype=torch.float64, requires_grad=True)
+    g = torch.randn_like(bn(conv(x)))
+    ref = bn(conv(x))
+    ref_grads = torch.autograd.grad(ref, [x] + list(conv.parameters()), g)
+    out = conv_then_norm(x, conv, bn)
+    grads = torch.autograd.grad(out, [x] + list(conv.parameters()), g)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # it is one convolution: no FrozenBatchNorm2d forward runs
+    calls = []
+    bn.register_forward_hook(lambda *a: calls.append(1))
+    conv_then_norm(x, conv, bn)
+    assert calls == []
+
+
+def test_conv_then_norm_gradcheck():
+    conv, bn = _conv_and_frozen_norm(True)
+    x = torch.randn(1, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv_then_norm(x, conv, bn), (x, conv.weight, conv.bias))
+
+
+def test_conv_then_norm_channels_last_float32():
+    conv, bn = _conv_and_frozen_norm(False, dtype=torch.float32)
+    conv.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 4, 9, 11).contiguous(memory_format=torch.channels_last)
+    out = conv_then_norm(x, conv, bn)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_then_norm_leaves_other_norms_and_convs_unfolded():
+    conv, bn = _conv_and_frozen_norm(False, dtype=torch.float32)
+    x = torch.randn(2, 4, 9, 11)
+    for norm in [nn.GroupNorm(2, 6), nn.Identity(), nn.BatchNorm2d(6).train()]:
+        calls = []
+        norm.register_forward_hook(lambda *a: calls.append(1))
+        torch.testing.assert_close(conv_then_norm(x, conv, norm), norm(conv(x)))
+        assert len(calls) == 2, norm  # the norm itself ran, in conv_then_norm and in the reference
+    reflect = nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect", bias=False)
+    torch.testing.assert_close(conv_then_norm(x, reflect, bn), bn(reflect(x)))

@@ -14,6 +14,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch.nn.functional as F
 from torch import nn
 
+from fcos_core.layers.batch_norm import conv_then_norm
 from fcos_core.layers.dcn import DFConv2d
 from fcos_core.modeling.make_layers import norm_factory
 
@@ -65,6 +66,13 @@ def _downsample(in_channels, out_channels, stride, norm_layer):
     return nn.Sequential(_conv1x1(in_channels, out_channels, stride), norm_layer(out_channels))
 
 
+def _shortcut(downsample, x):
+    """The projection shortcut ``downsample`` (a :func:`_downsample` Sequential, or one whose norm
+    became ``nn.Identity`` when folded for inference) applied to ``x``, its norm folded into the
+    conv (:func:`conv_then_norm`)."""
+    return conv_then_norm(x, downsample[0], downsample[1])
+
+
 class Stem(nn.Module):
     """``conv1`` 7x7/2 + ``bn1`` + ReLU + 3x3/2 max-pool: [N, 3, H, W] -> [N, C, ~H/4, ~W/4]."""
 
@@ -75,7 +83,7 @@ class Stem(nn.Module):
         nn.init.kaiming_uniform_(self.conv1.weight, a=1)
 
     def forward(self, x):
-        x = F.relu_(self.bn1(self.conv1(x)))
+        x = F.relu_(conv_then_norm(x, self.conv1, self.bn1))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
@@ -98,9 +106,9 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(out_channels)
 
     def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu_(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else _shortcut(self.downsample, x)
+        out = F.relu_(conv_then_norm(x, self.conv1, self.bn1))
+        out = conv_then_norm(out, self.conv2, self.bn2)
         out += identity  # in place: saves a full-size allocation per block (profiled)
         return F.relu_(out)
 
@@ -128,10 +136,10 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(out_channels)
 
     def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu_(self.bn1(self.conv1(x)))
-        out = F.relu_(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else _shortcut(self.downsample, x)
+        out = F.relu_(conv_then_norm(x, self.conv1, self.bn1))
+        out = F.relu_(conv_then_norm(out, self.conv2, self.bn2))
+        out = conv_then_norm(out, self.conv3, self.bn3)
         out += identity  # in place: saves a full-size allocation per block (profiled)
         return F.relu_(out)
 
