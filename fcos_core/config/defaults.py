@@ -187,6 +187,11 @@ _C.MODEL.FCOS.SIZES_OF_INTEREST = [64, 128, 256, 512]
 # half-size RADIUS * stride around the box centre (clipped to the box).
 # <= 0 disables it (the paper's rule: anywhere inside the box).
 _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 0.0
+# (new) In training, keep only each head-tower GroupNorm's input for the backward
+# pass and recompute GroupNorm + ReLU there (fcos_core/layers/norm_relu_conv.py):
+# half the towers' saved activations for one more GroupNorm + ReLU forward per
+# layer; same results. Towers with a deformable conv (USE_DCN_IN_TOWER) run plainly.
+_C.MODEL.FCOS.RECOMPUTE_TOWER_NORM = True
 # Box regression loss (§3.1): "iou" (-log IoU, UnitBox), "linear_iou"
 # (1 - IoU) or "giou" (imprv).
 _C.MODEL.FCOS.IOU_LOSS_TYPE = "iou"

@@ -90,13 +90,14 @@ def test_inference_bf16_rows_on_a_cpu_with_native_bf16(bench, monkeypatch):
 
 def test_ours_bf16_options_are_test_nets(bench, monkeypatch):
     """Ours in bf16 uses fcos_core.engine.inference.make_inference_options with TEST.AMP True: bfloat16
-    autocast, channels_last and folded batch norms; fp32: folded batch norms only."""
+    autocast, channels_last and folded batch norms; fp32: folded batch norms and channels_last
+    (SOLVER.CHANNELS_LAST, on by default)."""
     monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: True)
     _, cfg = bench.build_ours("cpu")
     bf16 = bench._ours_inference_options(cfg, "bf16", "cpu")
     assert (bf16.amp_dtype, bf16.channels_last, bf16.fuse_bn) == (torch.bfloat16, True, True)
     fp32 = bench._ours_inference_options(cfg, "fp32", "cpu")
-    assert (fp32.amp_dtype, fp32.channels_last, fp32.fuse_bn) == (None, False, True)
+    assert (fp32.amp_dtype, fp32.channels_last, fp32.fuse_bn) == (None, True, True)
     assert bench.reduced_precision("cpu")[:2] == ("bf16", torch.bfloat16)
     monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: False)
     label, dtype, why = bench.reduced_precision("cpu")
