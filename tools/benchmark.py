@@ -854,9 +854,10 @@ def markdown(info, inference=None, train=None, ops=None, ops_note=None, inferenc
             f"GeneralizedRCNNTransform (normalisation, identity-scale resize, padding; timed alone in the last row); "
             f"ours gets an already normalised tensor. Classifiers calibrated so that "
             f"{100 * info['candidate_fraction']:g}% of class scores pass each model's own threshold. "
-            f"Ours runs as tools/test_net.py runs it (folded batch norms; in bf16 / amp with TEST.AMP True: "
-            f"autocast, and bfloat16 on a CPU with channels_last weights and input); torchvision's bf16 rows: "
-            f"torch.autocast('cpu', torch.bfloat16) and channels_last weights; amp rows (CUDA): float16 autocast.",
+            f"Ours runs as tools/test_net.py runs it (folded batch norms, channels_last weights and input with "
+            f"SOLVER.CHANNELS_LAST, the default; in bf16 / amp with TEST.AMP True: autocast); torchvision in its "
+            f"default NCHW, its bf16 rows: torch.autocast('cpu', torch.bfloat16) and channels_last weights; amp rows "
+            f"(CUDA): float16 autocast.",
             "",
             "| model | precision | median ms | min ms | ours / this | ours / this, per round | scores above threshold | detections |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -886,6 +887,8 @@ def markdown(info, inference=None, train=None, ops=None, ops_note=None, inferenc
         lines += [
             f"Training step (forward + backward + SGD), batch 2, {h}x{w}, 3-5 random boxes per image, median of "
             f"{info['runs']} interleaved rounds after {info['warmup']} warm-up (ratio = ours / this model). "
+            f"Ours as tools/train_net.py trains it: channels_last (SOLVER.CHANNELS_LAST), frozen norms folded into "
+            f"the convs, tower norms recomputed in the backward pass (MODEL.FCOS.RECOMPUTE_TOWER_NORM). "
             + (f"Peak memory: one child process per model, after one warm-up step; {method}; "
                "'held' = parameters + buffers + momentum; 'max RSS' = the child's peak resident set size "
                "(includes the Python and library footprint)." if method else "Peak memory: not measured."),

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Convolution throughput of this CPU in float32 and bfloat16: how much faster bf16 can make FCOS.
+
+FCOS-R-50 inference is ~95% convolutions (torch.profiler, see docs/benchmark.md), so the bf16 /
+fp32 speed-up of the whole detector is bounded by the speed-up of its convolutions. This times the
+convolutions that dominate it, as oneDNN runs them at test time (channels_last, batch 1, under
+``torch.inference_mode``): a head-tower conv (3x3, 256 -> 256) on the P3 map of an 800 x 1333 image
+(100 x 168), and two ResNet-50 backbone convs. It prints GFLOP/s (2 x multiply-adds / time, median
+of ``--runs``) per dtype and the bf16 / fp32 time ratio.
+
+    python tools/conv_throughput.py [--threads 2] [--runs 10]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+# (name, C_in, C_out, kernel, stride, H, W of the input)
+CONVS = [
+    ("head tower 3x3 256->256 on P3", 256, 256, 3, 1, 100, 168),
+    ("res3 3x3 128->128", 128, 128, 3, 1, 100, 168),
+    ("res2 1x1 256->64", 256, 64, 1, 1, 200, 336),
+]
+
+
+def time_conv(c_in, c_out, k, stride, h, w, dtype, runs):
+    """Median seconds of one convolution (channels_last input and weight of ``dtype``)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, c_in, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = (torch.randn(c_out, c_in, k, k) * 0.05).to(dtype).contiguous(memory_format=torch.channels_last)
+    bias = torch.zeros(c_out, dtype=dtype)
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 2):
+            t = time.perf_counter()
+            F.conv2d(x, weight, bias, stride, k // 2)
+            if i >= 2:  # two warm-up calls (oneDNN primitive creation)
+                times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print("| convolution | fp32 ms | fp32 GFLOP/s | bf16 ms | bf16 GFLOP/s | bf16 / fp32 time |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, c_in, c_out, k, stride, h, w in CONVS:
+        flops = 2.0 * c_out * c_in * k * k * (h // stride) * (w // stride)
+        t32 = time_conv(c_in, c_out, k, stride, h, w, torch.float32, args.runs)
+        t16 = time_conv(c_in, c_out, k, stride, h, w, torch.bfloat16, args.runs)
+        rows.append((name, t32, t16))
+        print(f"| {name} | {1e3 * t32:.1f} | {flops / t32 / 1e9:.0f} | {1e3 * t16:.1f} | {flops / t16 / 1e9:.0f} | {t16 / t32:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
