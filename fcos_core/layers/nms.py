@@ -86,7 +86,7 @@ def nms_reference(boxes, scores, iou_threshold, legacy=True):
     Returns:
         Tensor[K] int64: kept indices in decreasing score order (equal scores: lower index first).
 
-    Greedy NMS as used by FCOS (Tian et al. 2019, Sec. 2 inference) and the maskrcnn-benchmark
+    Greedy NMS as used by FCOS (Tian et al. 2019, Sec. 3.1, "Inference") and the maskrcnn-benchmark
     kernels it inherits.
     """
     _check_inputs(boxes, scores)

@@ -1,6 +1,6 @@
 """Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
 
-FCOS (Tian et al. 2019, Sec. 2.2) trains its classification branch with it: C binary classifiers,
+FCOS (Tian et al. 2019, Sec. 3.1, Eq. 2) trains its classification branch with it: C binary classifiers,
 alpha 0.25, gamma 2, summed over all locations and divided by the number of positive locations
 (the division happens in the FCOS loss, not here).
 
@@ -53,7 +53,7 @@ def sigmoid_focal_loss_reference(logits, labels, gamma, alpha):
     Returns:
         Tensor[] (0-dim, dtype of logits): the summed loss. Differentiable with autograd.
 
-    Lin et al. 2017, Eq. 5 with the sigmoid (binary) form; FCOS paper Sec. 2.2.
+    Lin et al. 2017, Eq. 5 with the sigmoid (binary) form; FCOS paper Sec. 3.1 (Eq. 2).
     """
     _check_inputs(logits, labels)
     x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
@@ -106,7 +106,7 @@ def sigmoid_focal_loss(logits, labels, gamma, alpha):
         Without a kernel for the device, :func:`sigmoid_focal_loss_reference` runs after a one-time
         RuntimeWarning.
 
-    Lin et al. 2017 (focal loss); FCOS paper Sec. 2.2 for its use.
+    Lin et al. 2017 (focal loss); FCOS paper Sec. 3.1 (Eq. 2) for its use.
     """
     _check_inputs(logits, labels)
     device_type = logits.device.type

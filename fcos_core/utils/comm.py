@@ -32,7 +32,7 @@ def reduce_sum(tensor):
     """Sum of ``tensor`` over all processes (a new tensor; the input is not changed).
 
     Used by the FCOS loss to normalise by the number of positives and the centerness sum of the
-    whole batch across GPUs (FCOS, Sec. 2.2), so every process divides by the same number.
+    whole batch across GPUs (FCOS, Sec. 3.1, Eq. 2), so every process divides by the same number.
     """
     if get_world_size() == 1:
         return tensor

@@ -1,4 +1,4 @@
-"""Target assignment on hand-computed cases (FCOS Sec. 2.1-2.2, center sampling of the imprv configs),
+"""Target assignment on hand-computed cases (FCOS Sec. 3.1-3.2, center sampling of the imprv configs),
 and the batched assignment against the per-image one on random batches."""
 import pytest
 import torch

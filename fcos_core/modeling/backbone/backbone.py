@@ -111,7 +111,7 @@ def _with_fpn(cfg, body, top_blocks, first_level):
 def build_resnet_fpn_p3p7_backbone(cfg):
     """ResNet/ResNeXt + FPN over C3-C5 + P6/P7: outputs P3-P7 (strides 8 .. 128).
 
-    P6 comes from P5 when MODEL.RETINANET.USE_C5 is False (FCOS, Sec. 2.2), else from C5.
+    P6 comes from P5 when MODEL.RETINANET.USE_C5 is False (FCOS, Sec. 3.2), else from C5.
     """
     body = _build_resnet_body(cfg, out_levels=(3, 4, 5))
     out_channels = cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS

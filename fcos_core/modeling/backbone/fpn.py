@@ -2,7 +2,7 @@
 
 FPN: Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017.
 P6/P7: Lin et al., "Focal Loss for Dense Object Detection" (RetinaNet), ICCV 2017; FCOS
-(Tian et al., ICCV 2019, Sec. 2.2) computes them from P5 instead of C5.
+(Tian et al., ICCV 2019, Sec. 3.2) computes them from P5 instead of C5.
 """
 from typing import List, Optional, Sequence
 

@@ -1,4 +1,4 @@
-"""The FCOS head and module (Sec. 2.1-2.3, Fig. 2).
+"""The FCOS head and module (Sec. 3.1-3.3, Fig. 2).
 
 ``FCOSHead`` runs the shared towers on every FPN level and predicts, per location, C class
 logits, 4 box distances and one centerness logit. ``FCOSModule`` adds the locations, the loss
@@ -41,7 +41,7 @@ class FCOSHead(nn.Module):
     Args:
         in_channels: FPN channels (256).
         num_classes: foreground classes C (MODEL.FCOS.NUM_CLASSES - 1).
-        num_levels: number of FPN levels (one learnable Scale each, Sec. 2.2).
+        num_levels: number of FPN levels (one learnable Scale each, Sec. 3.2).
         fpn_strides: stride of each level; with ``norm_reg_targets`` the test-time distances
             are multiplied by it.
         num_convs: convs per tower (MODEL.FCOS.NUM_CONVS, 4).

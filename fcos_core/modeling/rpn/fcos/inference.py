@@ -1,4 +1,4 @@
-"""FCOS post-processing: head outputs to detections (Sec. 2.3 and the original test settings).
+"""FCOS post-processing: head outputs to detections (Sec. 3.1 "Inference", Sec. 3.3 for centerness, and the original test settings).
 
 Per level and image: keep the (location, class) pairs whose classification probability is
 above ``pre_nms_thresh`` (MODEL.FCOS.INFERENCE_TH), at most ``pre_nms_top_n``

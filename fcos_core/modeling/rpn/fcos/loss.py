@@ -1,4 +1,4 @@
-"""FCOS training losses (Sec. 2.2, Eq. 2, and Sec. 2.3 for centerness).
+"""FCOS training losses (Sec. 3.1, Eq. 2, and Sec. 3.3 for centerness).
 
 ``loss_cls``: sigmoid focal loss over all locations, divided by the number of positives;
 ``loss_reg``: IoU loss over the positives, weighted by their centerness targets and divided

@@ -1,4 +1,4 @@
-"""FCOS target assignment: which ground-truth box, if any, each location regresses (Sec. 2.1-2.2).
+"""FCOS target assignment: which ground-truth box, if any, each location regresses (Sec. 3.1-3.2).
 
 Everything here is a pure tensor function, apart from the loss that consumes it. Conventions:
 boxes are ``xyxy`` in pixels of the (resized, unpadded) input image; a location is the pixel
@@ -11,7 +11,7 @@ import torch
 
 INF = 100000000
 
-# FCOS Sec. 3 (multi-level prediction): a location on level P_i regresses a box only when
+# FCOS Sec. 3.2 (multi-level prediction): a location on level P_i regresses a box only when
 # max(l, t, r, b) lies in [m_{i-1}, m_i], with m = (0, 64, 128, 256, 512, inf). The original
 # code uses -1 as the lower end of P3 and includes both ends of every range.
 DEFAULT_SIZE_RANGES = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, INF))
@@ -21,7 +21,7 @@ def compute_locations_per_level(height, width, stride, device=None, dtype=torch.
     """Image-plane centres of the cells of one feature map.
 
     Cell ``(i, j)`` of a level with stride ``s`` maps to ``(j * s + s // 2, i * s + s // 2)``
-    (FCOS Sec. 2.1: ``(floor(s/2) + x s, floor(s/2) + y s)``).
+    (FCOS Sec. 3.1: ``(floor(s/2) + x s, floor(s/2) + y s)``).
 
     Returns:
         Tensor [height * width, 2]: ``(x, y)`` in row-major cell order.
@@ -114,7 +114,7 @@ def assign_targets(locations, stride, size_range, gt_boxes, gt_labels, center_sa
     ``center_sampling_radius > 0``, inside the box's centre region) and the box's largest
     regression distance from it lies in the location's size range, both ends included.
     Among several candidate boxes it takes the one of smallest (legacy +1) area; equal
-    areas go to the box listed first (FCOS Sec. 2.1, "ambiguous sample").
+    areas go to the box listed first (FCOS Sec. 3.1, "ambiguous sample").
 
     Args:
         locations: [L, 2] ``(x, y)`` pixel centres.
@@ -235,11 +235,11 @@ def assign_targets_batched(
 ):
     """:func:`assign_targets` for a whole batch at once, over all images and levels together.
 
-    The same rules (FCOS Sec. 2.1-2.2): a location is a candidate for a box when it lies
+    The same rules (FCOS Sec. 3.1-3.2): a location is a candidate for a box when it lies
     strictly inside the box (or inside its centre region with center sampling) and the box's
-    largest regression distance lies in the location's size range (FCOS Sec. 3,
+    largest regression distance lies in the location's size range (FCOS Sec. 3.2,
     multi-level prediction), both ends included; the candidate of smallest legacy (+1) area
-    wins, the first listed among equal areas (FCOS Sec. 2.1, "ambiguous sample").
+    wins, the first listed among equal areas (FCOS Sec. 3.1, "ambiguous sample").
 
     The results are bitwise those of :func:`assign_targets` image by image: every value comes
     from the same elementwise float operations on the same operands, and minima and maxima
