@@ -122,6 +122,9 @@ def parse_args(argv=None):
     parser.add_argument("--only", choices=["inference", "train", "ops", "accuracy"], help="run one part only")
     parser.add_argument("--candidate-fraction", type=float, default=0.01, help="fraction of class scores above threshold (inference)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torchvision-channels-last", action="store_true",
+                        help="inference: torchvision's detectors in channels_last in fp32 too (a fairness check: ours "
+                             "runs channels_last by default; by default torchvision runs in its own NCHW)")
     parser.add_argument("--no-memory", action="store_true", help="train: skip the per-model peak-memory child processes")
     parser.add_argument("--weights", metavar="PATH", help="accuracy: a trained model (e.g. output/quickstart/model_final.pth)")
     parser.add_argument("--accuracy-config", metavar="FILE", default=ACCURACY_CONFIG,
@@ -432,7 +435,7 @@ def bench_inference(args):
         # bfloat16 on a CPU: torchvision's weights in channels_last too (oneDNN's bfloat16 convolutions
         # want it; its transform batches the image as NCHW, and the first convolution, following its
         # channels_last weight, turns the activations to channels_last)
-        tv_channels_last = device == "cpu" and dtype == torch.bfloat16
+        tv_channels_last = (device == "cpu" and dtype == torch.bfloat16) or args.torchvision_channels_last
         for name, model in models.items():
             if name == OURS:
                 variants[(name, prec)] = ours_caller(prec)
@@ -818,6 +821,7 @@ def machine_info(args):
         runs=args.runs,
         warmup=args.warmup,
         candidate_fraction=args.candidate_fraction,
+        torchvision_channels_last=bool(getattr(args, "torchvision_channels_last", False)),
     )
 
 
@@ -855,8 +859,10 @@ def markdown(info, inference=None, train=None, ops=None, ops_note=None, inferenc
             f"ours gets an already normalised tensor. Classifiers calibrated so that "
             f"{100 * info['candidate_fraction']:g}% of class scores pass each model's own threshold. "
             f"Ours runs as tools/test_net.py runs it (folded batch norms, channels_last weights and input with "
-            f"SOLVER.CHANNELS_LAST, the default; in bf16 / amp with TEST.AMP True: autocast); torchvision in its "
-            f"default NCHW, its bf16 rows: torch.autocast('cpu', torch.bfloat16) and channels_last weights; amp rows "
+            f"SOLVER.CHANNELS_LAST, the default; in bf16 / amp with TEST.AMP True: autocast); torchvision "
+            + ("in channels_last in every precision (--torchvision-channels-last)" if info.get("torchvision_channels_last")
+               else "in its default NCHW")
+            + f", its bf16 rows: torch.autocast('cpu', torch.bfloat16) and channels_last weights; amp rows "
             f"(CUDA): float16 autocast.",
             "",
             "| model | precision | median ms | min ms | ours / this | ours / this, per round | scores above threshold | detections |",

@@ -190,3 +190,20 @@ def test_calibration_hits_the_fraction(bench):
     with torch.inference_mode():
         probs = torch.cat([t.flatten() for t in model.rpn.head(model.backbone(x[None]))[0]]).sigmoid()
     assert int((probs > cfg.MODEL.FCOS.INFERENCE_TH).sum()) == pytest.approx(above, abs=2)
+
+
+def test_torchvision_channels_last_flag(bench, tmp_path, monkeypatch):
+    """--torchvision-channels-last runs torchvision's fp32 rows in channels_last too and says so."""
+    monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: False)
+    args = [*TINY, "--torchvision-channels-last"]
+    assert bench.parse_args(args).torchvision_channels_last is True
+    assert bench.parse_args(TINY).torchvision_channels_last is False
+    out_json = tmp_path / "b.json"
+    result = bench.main(["--only", "inference", *args, "--json", str(out_json)])
+    assert json.loads(out_json.read_text())["info"]["torchvision_channels_last"] is True
+    rows = result["inference"]
+    assert {r["model"] for r in rows if r["precision"] == "fp32"} >= {bench.OURS, bench.TV_FCOS}
+    assert all(r["detections"] is not None for r in rows if r["model"] != bench.TV_TRANSFORM)
+    info = bench.machine_info(bench.parse_args(args))
+    assert "in channels_last in every precision" in bench.markdown(info, inference=rows)
+    assert "in its default NCHW" in bench.markdown(bench.machine_info(bench.parse_args(TINY)), inference=rows)
