@@ -150,3 +150,22 @@ def test_fcos_head_recomputed_towers_equal_plain_towers(centerness_on_reg):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     # and it saves less: the towers' ReLU outputs are not kept
     assert _saved_bytes(lambda: head(feats)) < 0.8 * _saved_bytes(lambda: plain(feats))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; the CPU twin is test_cpu_bfloat16_autocast_matches_plain_layers")
+def test_cuda_float16_autocast_matches_plain_layers():
+    norm, convs = _layers(torch.float32, channels=16, outs=(16, 5))
+    norm, convs = norm.cuda(), [c.cuda() for c in convs]
+    x = torch.randn(2, 16, 12, 10, device="cuda").half().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.float16):
+        outs = norm_relu_conv(x, norm, convs)
+        ref = _plain(x, norm, convs)
+    assert [o.dtype for o in outs] == [r.dtype for r in ref] == [torch.float16] * 2
+    for a, b in zip(outs, ref):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-3, atol=1e-3)
+    gs = [torch.randn_like(r) for r in ref]
+    grads = torch.autograd.grad(outs, [x] + _params(norm, convs), gs)
+    ref_grads = torch.autograd.grad(ref, [x] + _params(norm, convs), gs)
+    for a, b in zip(grads, ref_grads):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
