@@ -89,21 +89,29 @@ def test_keeps_only_the_norm_input():
     assert plain >= 2 * x.numel() * 4
 
 
-def test_cpu_bfloat16_autocast_matches_plain_layers():
+def _check_autocast_against_plain(device, dtype, out_tol, grad_tol):
+    """Under autocast of ``dtype`` on ``device``: same output dtypes as the plain layers, outputs
+    within ``out_tol`` and gradients (same dtypes) within ``grad_tol``."""
     norm, convs = _layers(torch.float32, channels=16, outs=(16, 5))
-    x = torch.randn(2, 16, 12, 10).bfloat16().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    norm, convs = norm.to(device), [c.to(device) for c in convs]
+    x = torch.randn(2, 16, 12, 10, device=device).to(dtype).requires_grad_()
+    with torch.autocast(device, dtype=dtype):
         outs = norm_relu_conv(x, norm, convs)
         ref = _plain(x, norm, convs)
-    assert [o.dtype for o in outs] == [r.dtype for r in ref] == [torch.bfloat16] * 2
+    assert [o.dtype for o in outs] == [r.dtype for r in ref] == [dtype] * 2
     for a, b in zip(outs, ref):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same ops in the same dtypes
+        torch.testing.assert_close(a.float(), b.float(), rtol=out_tol, atol=out_tol)
     gs = [torch.randn_like(r) for r in ref]
     grads = torch.autograd.grad(outs, [x] + _params(norm, convs), gs)
     ref_grads = torch.autograd.grad(ref, [x] + _params(norm, convs), gs)
     for a, b in zip(grads, ref_grads):
         assert a.dtype == b.dtype
-        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(a.float(), b.float(), rtol=grad_tol, atol=grad_tol)
+
+
+def test_cpu_bfloat16_autocast_matches_plain_layers():
+    # outputs: the same ops in the same dtypes, so equal
+    _check_autocast_against_plain("cpu", torch.bfloat16, out_tol=0, grad_tol=2e-2)
 
 
 def test_no_grad_runs_plain_layers():
@@ -154,18 +162,4 @@ def test_fcos_head_recomputed_towers_equal_plain_towers(centerness_on_reg):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; the CPU twin is test_cpu_bfloat16_autocast_matches_plain_layers")
 def test_cuda_float16_autocast_matches_plain_layers():
-    norm, convs = _layers(torch.float32, channels=16, outs=(16, 5))
-    norm, convs = norm.cuda(), [c.cuda() for c in convs]
-    x = torch.randn(2, 16, 12, 10, device="cuda").half().requires_grad_()
-    with torch.autocast("cuda", dtype=torch.float16):
-        outs = norm_relu_conv(x, norm, convs)
-        ref = _plain(x, norm, convs)
-    assert [o.dtype for o in outs] == [r.dtype for r in ref] == [torch.float16] * 2
-    for a, b in zip(outs, ref):
-        torch.testing.assert_close(a.float(), b.float(), rtol=1e-3, atol=1e-3)
-    gs = [torch.randn_like(r) for r in ref]
-    grads = torch.autograd.grad(outs, [x] + _params(norm, convs), gs)
-    ref_grads = torch.autograd.grad(ref, [x] + _params(norm, convs), gs)
-    for a, b in zip(grads, ref_grads):
-        assert a.dtype == b.dtype
-        torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
+    _check_autocast_against_plain("cuda", torch.float16, out_tol=1e-3, grad_tol=1e-2)
