@@ -299,9 +299,10 @@ _C.SOLVER.CLIP_GRAD_NORM = 0.0
 _C.SOLVER.AMP = False
 # (new) Keep images and conv weights in channels_last memory format, in
 # training and at test time. On by default: oneDNN's CPU convolutions run faster
-# in it (measured on a 2-core AVX-512 CPU, fp32, 800x1333: inference 2.9 -> 2.3 s,
-# a batch-2 training step 16.2 -> 14.9 s with the frozen norms folded; see
-# docs/benchmark.md), and it is the layout cuDNN's tensor-core kernels prefer.
+# in it (measured on a 2-core AVX-512 CPU, fp32, 800x1333: inference 2.98 -> 2.23 s
+# with tools/profile_inference.py, a batch-2 training step 17.5 -> 16.2 s; see
+# docs/benchmark.md), and it is the layout cuDNN's tensor-core kernels prefer
+# (not measured on a GPU yet).
 _C.SOLVER.CHANNELS_LAST = True
 
 # ---------------------------------------------------------------------------- #
