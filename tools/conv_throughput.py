@@ -11,11 +11,14 @@ of ``--runs``) per dtype and the bf16 / fp32 time ratio.
     python tools/conv_throughput.py [--threads 2] [--runs 10]
 """
 import argparse
-import statistics
-import time
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_ops import median_ms  # noqa: E402  (the ops benchmark's timing: median after warm-up)
 
 # (name, C_in, C_out, kernel, stride, H, W of the input)
 CONVS = [
@@ -31,14 +34,9 @@ def time_conv(c_in, c_out, k, stride, h, w, dtype, runs):
     x = torch.randn(1, c_in, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
     weight = (torch.randn(c_out, c_in, k, k) * 0.05).to(dtype).contiguous(memory_format=torch.channels_last)
     bias = torch.zeros(c_out, dtype=dtype)
-    times = []
     with torch.inference_mode():
-        for i in range(runs + 2):
-            t = time.perf_counter()
-            F.conv2d(x, weight, bias, stride, k // 2)
-            if i >= 2:  # two warm-up calls (oneDNN primitive creation)
-                times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        # two warm-up calls (oneDNN primitive creation)
+        return median_ms(lambda: F.conv2d(x, weight, bias, stride, k // 2), "cpu", runs, 2) / 1e3
 
 
 def main(argv=None):

@@ -12,7 +12,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -45,12 +44,7 @@ def main(argv=None):
         with torch.inference_mode():
             return forward_for_inference(model, [x], "cpu", opts.amp_dtype, opts.channels_last)
 
-    run()
-    times = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
+    times = benchmark.interleaved({"ours": run}, args.runs, 1, "cpu")["ours"]  # after one warm-up call
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run()
     events = prof.key_averages()
