@@ -21,23 +21,17 @@ import time
 
 import cv2
 
+from fcos_core.cli import split_inputs  # image paths, then KEY VALUE overrides
+from fcos_core.engine.demo_cli import add_demo_arguments, demo_from_args, display_problem, show
+
 DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
-if DEMO_DIR not in sys.path:
-    sys.path.insert(0, DEMO_DIR)
-try:
-    import fcos_core  # noqa: F401
-except ImportError:  # not installed: use the checkout this script belongs to
-    sys.path.append(os.path.dirname(DEMO_DIR))
-
-from predictor import add_demo_arguments, demo_from_args, display_problem, show  # noqa: E402
-
-from fcos_core.cli import split_inputs  # noqa: E402  (image paths, then KEY VALUE overrides)
+DEFAULT_CONFIG = os.path.join(os.path.dirname(DEMO_DIR), "configs", "fcos", "fcos_R_50_FPN_1x.yaml")
 
 
 def build_parser():
     """The command-line parser (positional IMAGE files, then optional KEY VALUE overrides)."""
     parser = argparse.ArgumentParser(description="FCOS demo on images")
-    add_demo_arguments(parser, default_min_image_size=800)
+    add_demo_arguments(parser, default_min_image_size=800, default_config_file=DEFAULT_CONFIG)
     parser.add_argument("--images-dir", default=None, metavar="DIR",
                         help="folder of images (default: demo/images; ignored when IMAGE files are given)")
     parser.add_argument("inputs", nargs="*", metavar="IMAGE ... KEY VALUE",

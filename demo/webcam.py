@@ -17,15 +17,10 @@ import time
 
 import cv2
 
-DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
-if DEMO_DIR not in sys.path:
-    sys.path.insert(0, DEMO_DIR)
-try:
-    import fcos_core  # noqa: F401
-except ImportError:  # not installed: use the checkout this script belongs to
-    sys.path.append(os.path.dirname(DEMO_DIR))
+from fcos_core.engine.demo_cli import add_demo_arguments, demo_from_args, display_problem, show
 
-from predictor import add_demo_arguments, demo_from_args, display_problem, show  # noqa: E402
+DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(os.path.dirname(DEMO_DIR), "configs", "fcos", "fcos_R_50_FPN_1x.yaml")
 
 ESC = 27
 # fourcc per output extension; anything else gets mp4v
@@ -36,7 +31,7 @@ DEFAULT_FPS = 30.0
 def build_parser():
     """The command-line parser (trailing KEY VALUE config overrides)."""
     parser = argparse.ArgumentParser(description="FCOS demo on a camera or a video file")
-    add_demo_arguments(parser, default_min_image_size=224)
+    add_demo_arguments(parser, default_min_image_size=224, default_config_file=DEFAULT_CONFIG)
     parser.add_argument("--video-input", default="0", metavar="INDEX|FILE",
                         help="camera index (default 0) or a video file")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")

@@ -31,8 +31,9 @@ class DatasetCatalog:
     * the keys of ``DATASETS``: COCO 2014/2017 splits, ``coco_2017_test-dev``, VOC 2007/2012
       splits (read from the VOC xml files) and their ``_cocostyle`` variants (COCO json);
     * ``shapes_train`` / ``shapes_val``: the embedded synthetic dataset
-      (fcos_core/data/datasets/shapes.py), generated under ``<data root>/shapes/{train,val}`` the
-      first time it is asked for (30-45 s on two CPU cores for the default 1500 + 200 images). Environment
+      (fcos_core/data/datasets/shapes.py), written under ``<data root>/shapes/{train,val}`` by its
+      dataset class (fcos_core/data/datasets/embedded.py) the first time it is read (30-45 s on
+      two CPU cores for the default 1500 + 200 images). Environment
       variable ``FCOS_SHAPES_NUM_IMAGES`` (an integer) overrides the number of images of every
       shapes split, e.g. for quick tests; a folder made with another count or seed is replaced;
     * any COCO-format dataset on disk, without editing code: ``"<annotations.json>:<image folder>"``,
@@ -140,11 +141,8 @@ class DatasetCatalog:
 
     @staticmethod
     def _shapes_entry(name):
-        """The COCODataset entry of a shapes split, generating the split first if needed."""
-        # The generator is a leaf module (numpy + OpenCV only); it is imported here, not at the top,
-        # so that the config package does not load the data package unless shapes are asked for.
-        from fcos_core.data.datasets.shapes import ensure_shapes_dataset
-
+        """The ShapesDataset entry of a shapes split: its folder, image count and seed (the dataset
+        class writes the split there on first use; the catalog only names it)."""
         attrs = DatasetCatalog.SHAPES[name]
         num_images = attrs["num_images"]
         override = os.environ.get("FCOS_SHAPES_NUM_IMAGES")
@@ -155,8 +153,7 @@ class DatasetCatalog:
                 msg = "FCOS_SHAPES_NUM_IMAGES must be an integer, got {!r}".format(override)
                 raise ValueError(msg) from None
         out_dir = os.path.join(DatasetCatalog.data_dir(), "shapes", attrs["split"])
-        img_dir, ann_file = ensure_shapes_dataset(out_dir, num_images, attrs["seed"])
-        return dict(factory="COCODataset", args=dict(root=img_dir, ann_file=ann_file))
+        return dict(factory="ShapesDataset", args=dict(out_dir=out_dir, num_images=num_images, seed=attrs["seed"]))
 
 
 class ModelCatalog:

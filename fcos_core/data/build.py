@@ -6,7 +6,7 @@ import os
 
 import torch.utils.data
 
-from fcos_core.utils.comm import get_rank, get_world_size, synchronize
+from fcos_core.utils.comm import get_world_size
 
 from . import datasets as D
 from . import samplers
@@ -56,12 +56,13 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
     for name in dataset_list:
         entry = dataset_catalog.get(name)
         args = dict(entry["args"])
-        if entry["factory"] == "COCODataset":
+        factory = getattr(D, entry["factory"])
+        if issubclass(factory, D.COCODataset):  # COCODataset, ShapesDataset
             args["remove_images_without_annotations"] = is_train
         if entry["factory"] == "PascalVOCDataset":
             args["use_difficult"] = not is_train
         args["transforms"] = transforms
-        datasets.append(getattr(D, entry["factory"])(**args))
+        datasets.append(factory(**args))
     if not is_train:
         return datasets
     return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]
@@ -148,13 +149,9 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     catalog = load_dataset_catalog(cfg.PATHS_CATALOG)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     transforms = build_transforms(cfg, is_train)
-    # in a distributed run rank 0 prepares the data first (e.g. generates the shapes dataset) and
-    # the other ranks read it afterwards: each rank reaches exactly one barrier
-    if is_distributed and get_rank() != 0:
-        synchronize()
+    # a dataset that writes itself on first use (the shapes splits) does so under a file lock: the
+    # processes of a machine wait for the one that writes it, no barrier needed
     datasets = build_dataset(dataset_list, transforms, catalog, is_train)
-    if is_distributed and get_rank() == 0:
-        synchronize()
 
     loaders = []
     for dataset in datasets:

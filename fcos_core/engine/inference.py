@@ -20,7 +20,7 @@ from fcos_core.structures.image_list import ImageList, to_image_list
 from fcos_core.utils.comm import all_gather, get_world_size, is_main_process, synchronize
 from fcos_core.utils.env import amp_dtype_for
 
-from .trainer import autocast_context
+from fcos_core.utils.amp import autocast_context
 
 
 class InferenceOptions(NamedTuple):

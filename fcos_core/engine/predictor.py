@@ -27,7 +27,7 @@ from torchvision.transforms import functional as F
 from fcos_core.config import load_config, resolve_device
 from fcos_core.data.transforms import Normalize, Resize
 from fcos_core.engine.inference import make_inference_options, prepare_for_inference
-from fcos_core.engine.trainer import autocast_context
+from fcos_core.utils.amp import autocast_context
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures import to_image_list
 from fcos_core.utils.checkpoint import DetectronCheckpointer

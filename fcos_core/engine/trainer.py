@@ -1,20 +1,61 @@
 """The training loop: iteration-based, with periodic atomic checkpoints, smoothed logging, JSON-lines
 metrics, a progress bar on terminals, and a stop (after saving the last good state) when a loss
-stops being finite."""
+stops being finite.
+
+:func:`do_train` takes its settings as one :class:`TrainOptions` (built from the config by
+:func:`make_train_options`); what a checkpoint holds for resuming is :mod:`fcos_core.engine.resume`'s.
+"""
 import datetime
 import json
 import logging
-import os
-import random
-import sys
 import time
-from contextlib import nullcontext
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
-from fcos_core.utils.comm import get_rank, get_world_size, is_main_process
+from fcos_core.engine.resume import resume_state
+from fcos_core.utils.amp import amp_dtype_for, autocast_context
+from fcos_core.utils.comm import get_rank, get_world_size
+from fcos_core.utils.loss_curves import plot_loss_curves  # noqa: F401  (re-exported: the trainer's picture)
 from fcos_core.utils.metric_logger import MetricLogger
+from fcos_core.utils.progress import Progress, peak_memory_mb
+from fcos_core.utils.rng import rng_state, set_rng_state  # noqa: F401  (re-exported for old imports)
+
+
+class TrainOptions(NamedTuple):
+    """How :func:`do_train` runs (SOLVER.* keys; see :func:`make_train_options`).
+
+    device: where the model and batches live ("cpu", "cuda", ...). max_iter: the last iteration.
+    checkpoint_period: save ``model_XXXXXXX.pth`` every this many iterations (0: only the final one).
+    amp_dtype: torch.float16 / torch.bfloat16 for autocast, or None for float32.
+    clip_grad_norm: clip the global gradient norm to this when > 0. channels_last: batches in NHWC.
+    log_period: log every this many iterations (and at the last). metrics_path: JSON-lines file of
+    the logged iterations (rank 0), or None.
+    """
+
+    device: str = "cpu"
+    max_iter: int = 1
+    checkpoint_period: int = 0
+    amp_dtype: Optional[torch.dtype] = None
+    clip_grad_norm: float = 0.0
+    channels_last: bool = False
+    log_period: int = 20
+    metrics_path: Optional[str] = None
+
+
+def make_train_options(cfg, metrics_path=None):
+    """:class:`TrainOptions` from SOLVER.* and MODEL.DEVICE (the one place that reads them)."""
+    return TrainOptions(
+        device=cfg.MODEL.DEVICE,
+        max_iter=cfg.SOLVER.MAX_ITER,
+        checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD,
+        amp_dtype=amp_dtype_for(cfg.MODEL.DEVICE, cfg.SOLVER.AMP),
+        clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM,
+        channels_last=cfg.SOLVER.CHANNELS_LAST,
+        log_period=cfg.SOLVER.LOG_PERIOD,
+        metrics_path=metrics_path,
+    )
 
 
 def reduce_loss_dict(loss_dict):
@@ -30,115 +71,35 @@ def reduce_loss_dict(loss_dict):
     return dict(zip(names, stacked))
 
 
-def rng_state():
-    """Python, numpy and torch random states in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    """Restore what :func:`rng_state` saved."""
-    random.setstate(_as_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def autocast_context(device, dtype):
-    """``torch.autocast`` for ``dtype`` on ``device``'s type, or a no-op when ``dtype`` is None."""
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def _memory_mb(device):
-    if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated() / 1024.0 / 1024.0
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-    except ImportError:  # pragma: no cover - not on Linux
-        return 0.0
-
-
-class _Progress:
-    """A tqdm bar on an interactive terminal (rank 0), nothing elsewhere."""
-
-    def __init__(self, start, total):
-        self.bar = None
-        if is_main_process() and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, leave=True)
-
-    def update(self, text):
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def do_train(
-    model,
-    data_loader,
-    optimizer,
-    scheduler,
-    checkpointer,
-    device,
-    checkpoint_period,
-    arguments,
-    max_iter,
-    amp_dtype=None,
-    grad_scaler=None,
-    clip_grad_norm=0.0,
-    channels_last=False,
-    log_period=20,
-    metrics_path=None,
-    logger=None,
-):
-    """Train until ``max_iter``, starting from ``arguments["iteration"]``.
+def do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, options, grad_scaler=None,
+             logger=None):
+    """Train until ``options.max_iter``, starting from ``arguments["iteration"]``.
 
     Args:
         data_loader: yields (ImageList, targets, image ids) for iterations
             ``start_iter + 1 .. max_iter`` (an iteration-based batch sampler).
-        checkpointer: saves ``model_XXXXXXX.pth`` every ``checkpoint_period`` iterations and
-            ``model_final.pth`` at the end, with ``arguments``, the random state and the
-            ``grad_scaler``'s state ("scaler"), so that running the same command again resumes.
-        amp_dtype: torch.float16 / torch.bfloat16 for autocast, or None for float32.
+        checkpointer: saves ``model_XXXXXXX.pth`` every ``options.checkpoint_period`` iterations
+            and ``model_final.pth`` at the end, with :func:`fcos_core.engine.resume.resume_state`
+            (iteration, random state, the ``grad_scaler``'s state), so that the same command resumes.
+        arguments (dict): {"iteration": int}; updated in place as training goes.
+        options (TrainOptions): device, max_iter, AMP, clipping, logging, metrics file.
         grad_scaler: a ``torch.amp.GradScaler`` when training in float16.
-        log_period: log every this many iterations (and at the last).
-        metrics_path: JSON-lines file that receives one record per logged iteration (rank 0):
-            "iteration", "lr", the median of each meter over its window (e.g. "loss") and under
-            "latest" the meters' values of the logged iteration itself (losses averaged over
-            the processes).
+
+    The metrics file receives one record per logged iteration (rank 0): "iteration", "lr", the
+    median of each meter over its window (e.g. "loss") and under "latest" the meters' values of the
+    logged iteration itself (losses averaged over the processes).
 
     Raises:
         FloatingPointError: a loss became NaN or infinite, or (float32 / bfloat16) the gradients
             did with finite losses; the weights before that iteration were saved as
             ``model_last_good.pth`` first and no step was taken with them.
     """
+    device, max_iter, amp_dtype = options.device, options.max_iter, options.amp_dtype
     logger = logger or logging.getLogger("fcos_core.trainer")
     meters = MetricLogger(delimiter="  ")
     start_iter = arguments["iteration"]
     model.train()
-    progress = _Progress(start_iter, max_iter)
+    progress = Progress(start_iter, max_iter)
     start_time = end = time.time()
     iteration = start_iter
     try:
@@ -146,7 +107,7 @@ def do_train(
             data_time = time.time() - end
             arguments["iteration"] = iteration
             images = images.to(device)
-            if channels_last:
+            if options.channels_last:
                 images.tensors = images.tensors.contiguous(memory_format=torch.channels_last)
             targets = [t.to(device) for t in targets]
             with autocast_context(device, amp_dtype):
@@ -154,7 +115,7 @@ def do_train(
             losses = sum(loss.float() for loss in loss_dict.values())
             reduced = reduce_loss_dict(loss_dict)
             optimizer.zero_grad(set_to_none=True)
-            grad_norm = _backward(losses, optimizer, grad_scaler, model, clip_grad_norm)
+            grad_norm = _backward(losses, optimizer, grad_scaler, model, options.clip_grad_norm)
             # The one host synchronisation of a step: the logged loss and the gradient norm together.
             total, norm = _host_floats(sum(reduced.values()), grad_norm)
             if not np.isfinite(total):
@@ -171,29 +132,21 @@ def do_train(
             meters.update(loss=total, time=batch_time, data=data_time, **{k: float(v) for k, v in reduced.items()})
             lr = optimizer.param_groups[0]["lr"]
             progress.update(f"loss {meters.loss.median:.3f} lr {lr:.2e}")
-            if iteration % log_period == 0 or iteration == max_iter:
-                _log(logger, meters, iteration, max_iter, lr, device, metrics_path)
-            if checkpoint_period > 0 and iteration % checkpoint_period == 0 and iteration != max_iter:
-                checkpointer.save(f"model_{iteration:07d}", **_resume_state(arguments, grad_scaler))
+            if iteration % options.log_period == 0 or iteration == max_iter:
+                _log(logger, meters, iteration, max_iter, lr, device, options.metrics_path)
+            period = options.checkpoint_period
+            if period > 0 and iteration % period == 0 and iteration != max_iter:
+                checkpointer.save(f"model_{iteration:07d}", **resume_state(arguments, grad_scaler))
     finally:
         progress.close()
     if iteration >= max_iter:
-        checkpointer.save("model_final", **_resume_state(arguments, grad_scaler))
+        checkpointer.save("model_final", **resume_state(arguments, grad_scaler))
     total_time = time.time() - start_time
     done = max(iteration - start_iter, 1)
     logger.info(
         "Total training time: %s (%.4f s / it)", datetime.timedelta(seconds=int(total_time)), total_time / done
     )
     return meters
-
-
-def _resume_state(arguments, grad_scaler):
-    """What a checkpoint holds besides model, optimizer and scheduler: ``arguments`` (the
-    iteration), the random state and the gradient scaler's state when there is one."""
-    state = dict(arguments, rng_state=rng_state())
-    if grad_scaler is not None:
-        state["scaler"] = grad_scaler.state_dict()
-    return state
 
 
 def _backward(losses, optimizer, grad_scaler, model, clip_grad_norm):
@@ -233,8 +186,7 @@ def _host_floats(total, grad_norm):
 def _stop_on_bad_loss(checkpointer, arguments, iteration, reduced, logger, grad_norm=None):
     """Save the weights from before this iteration and stop with a message naming the loss (or,
     with ``grad_norm``, saying that the losses were finite but the gradients were not)."""
-    last_good = dict(arguments, iteration=iteration - 1)
-    path = checkpointer.save("model_last_good", rng_state=rng_state(), **last_good)
+    path = checkpointer.save("model_last_good", **resume_state(arguments, iteration=iteration - 1))
     if grad_norm is None:
         bad = {k: float(v) for k, v in reduced.items() if not np.isfinite(float(v))}
         what = "loss became non-finite at iteration {}: {}".format(
@@ -255,7 +207,7 @@ def _stop_on_bad_loss(checkpointer, arguments, iteration, reduced, logger, grad_
 def _log(logger, meters, iteration, max_iter, lr, device, metrics_path):
     eta_seconds = meters.time.global_avg * (max_iter - iteration)
     eta = str(datetime.timedelta(seconds=int(eta_seconds)))
-    mem = _memory_mb(device)
+    mem = peak_memory_mb(device)
     logger.info(
         "eta: %s  iter: %d  %s  lr: %.6f  max mem: %.0f MB", eta, iteration, str(meters), lr, mem
     )
@@ -265,38 +217,3 @@ def _log(logger, meters, iteration, max_iter, lr, device, metrics_path):
         record["latest"] = {name: meter.latest for name, meter in meters.meters.items()}
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-def plot_loss_curves(metrics_path, out_png):
-    """Draw the losses and learning rate of a ``metrics.json`` file into ``out_png``; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = []
-    with open(metrics_path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                records.append(json.loads(line))
-    if not records:
-        raise ValueError(f"{metrics_path} holds no records to plot")
-    its = [r["iteration"] for r in records]
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "loss_cls", "loss_reg", "loss_centerness"):
-        if key in records[0]:
-            ax_loss.plot(its, [r[key] for r in records], label=key)
-    ax_loss.set_xlabel("iteration")
-    ax_loss.set_ylabel("loss (median of last 20)")
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
-    ax_lr.plot(its, [r["lr"] for r in records], color="tab:purple")
-    ax_lr.set_xlabel("iteration")
-    ax_lr.set_ylabel("learning rate")
-    ax_lr.grid(alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png

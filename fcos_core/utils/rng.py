@@ -62,3 +62,32 @@ def seeded_getitem(getitem):
             return getitem(self, index)
 
     return wrapper
+
+
+def rng_state():
+    """Python, numpy and torch random states in a form ``torch.load(weights_only=True)`` accepts
+    (numpy's key array as an int64 tensor, tuples as lists)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what :func:`rng_state` saved (CUDA states only where CUDA is available)."""
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    """Lists back to tuples, recursively (``random.setstate`` wants tuples; a checkpoint has lists)."""
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x

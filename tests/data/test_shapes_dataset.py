@@ -113,3 +113,25 @@ def test_ensure_reuses_and_regenerates(tmp_path, caplog):
 def test_refuses_existing_folder(tmp_path):
     with pytest.raises(FileExistsError):
         shapes.generate_shapes_dataset(str(tmp_path), 1, seed=0)
+
+
+def test_shapes_dataset_writes_its_split_once_under_a_lock(tmp_path, monkeypatch):
+    """The catalog only names the split; the dataset class writes it on first use (once: a second
+    instance reads the same files) and holds the lock file beside the folder while it does."""
+    from fcos_core.config.paths_catalog import DatasetCatalog
+    from fcos_core.data.datasets import ShapesDataset
+    from fcos_core.data.datasets import embedded
+
+    monkeypatch.setenv("FCOS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FCOS_SHAPES_NUM_IMAGES", "3")
+    entry = DatasetCatalog.get("shapes_val")
+    assert entry["factory"] == "ShapesDataset" and not (tmp_path / "shapes").exists()
+    locks = []
+    real_lock = embedded.file_lock
+    monkeypatch.setattr(embedded, "file_lock", lambda p: locks.append(p) or real_lock(p))
+    first = ShapesDataset(remove_images_without_annotations=False, **entry["args"])
+    mtime = (tmp_path / "shapes" / "val" / "instances.json").stat().st_mtime_ns
+    second = ShapesDataset(remove_images_without_annotations=False, **entry["args"])
+    assert len(first) == len(second) == 3
+    assert (tmp_path / "shapes" / "val" / "instances.json").stat().st_mtime_ns == mtime
+    assert locks == [str(tmp_path / "shapes" / "val") + ".lock"] * 2

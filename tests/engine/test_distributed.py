@@ -116,14 +116,14 @@ def test_test_net_in_two_processes_gives_the_ap_of_one(trained):
 
 
 def test_train_net_reads_the_local_rank_in_every_spelling(monkeypatch):
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import train_net
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    """tools/train_net.py and tools/test_net.py parse with the engine's default_argument_parser."""
+    from fcos_core.engine.launch import default_argument_parser
+
+    parser = default_argument_parser("t", skip_test=True)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert train_net.parse_args(["--local_rank", "1"]).local_rank == 1
-    assert train_net.parse_args(["--local-rank=3", "SOLVER.MAX_ITER", "2"]).local_rank == 3
+    assert parser.parse_args(["--local_rank", "1"]).local_rank == 1
+    assert default_argument_parser("t").parse_args(["--local-rank=3", "SOLVER.MAX_ITER", "2"]).local_rank == 3
     monkeypatch.setenv("LOCAL_RANK", "2")
-    args = train_net.parse_args(["SOLVER.MAX_ITER", "2"])
+    args = default_argument_parser("t", skip_test=True).parse_args(["--skip-test", "SOLVER.MAX_ITER", "2"])
+    assert args.skip_test
     assert args.local_rank == 2 and args.opts == ["SOLVER.MAX_ITER", "2"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcos_core.engine.trainer import do_train
+from fcos_core.engine.resume import restore_resume_state
+from fcos_core.engine.trainer import TrainOptions, do_train
 
 ROOT = Path(__file__).resolve().parents[2]
 # The quickstart config as it is (trainable BatchNorm, AdamW, cosine schedule, gradient clipping,
@@ -135,10 +136,21 @@ def test_checkpoints_hold_the_grad_scaler_state():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
     scaler = torch.amp.GradScaler("cpu", init_scale=64.0)
-    do_train(Model(), [(Images(), [], ())] * 3, opt, sched, Saver(), "cpu", 2, {"iteration": 0}, 3,
-             grad_scaler=scaler)
+    do_train(Model(), [(Images(), [], ())] * 3, opt, sched, Saver(), {"iteration": 0},
+             TrainOptions(max_iter=3, checkpoint_period=2), grad_scaler=scaler)
     names = [name for name, _ in Saver.saved]
     assert names == ["model_0000002", "model_final"]
     for _, kwargs in Saver.saved:
         assert kwargs["scaler"]["scale"] == 64.0 and "rng_state" in kwargs
     assert Saver.saved[-1][1]["iteration"] == 3
+    # what train() reads back: the iteration and the scaler's state, from the same module's pair
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0)
+    assert restore_resume_state(Saver.saved[-1][1], fresh) == {"iteration": 3}
+    assert fresh.state_dict()["scale"] == 64.0
+
+
+def test_restore_resume_state_of_a_checkpoint_without_it_starts_at_zero():
+    """The original's checkpoints (and MODEL.WEIGHT files) hold no iteration, random or scaler state."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    assert restore_resume_state({}, scaler) == {"iteration": 0}
+    assert scaler.state_dict()["scale"] == 8.0

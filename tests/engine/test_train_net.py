@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcos_core.engine.trainer import do_train, plot_loss_curves, rng_state, set_rng_state
+from fcos_core.engine.trainer import TrainOptions, do_train
+from fcos_core.utils.loss_curves import plot_loss_curves
+from fcos_core.utils.rng import rng_state, set_rng_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -129,7 +131,7 @@ def _train_fake(losses_at, max_iter):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
     saver = _Saver()
     with pytest.raises(FloatingPointError) as info:
-        do_train(Model(), loader, opt, sched, saver, "cpu", 0, {"iteration": 0}, max_iter)
+        do_train(Model(), loader, opt, sched, saver, {"iteration": 0}, TrainOptions(max_iter=max_iter))
     return info, saver, before, lin
 
 

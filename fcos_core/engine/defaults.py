@@ -1,0 +1,129 @@
+"""A config turned into a run: the training (model, optimizer, schedule, DDP), the training itself,
+the test on DATASETS.TEST, and the model that a test loads. ``tools/train_net.py`` and
+``tools/test_net.py`` are argument parsing around these (as detectron2's ``engine/defaults.py``
+under its ``tools/train_net.py``); ``tools/benchmark.py`` evaluates with the same functions.
+"""
+import inspect
+import logging
+import os
+
+import torch
+
+from fcos_core.data import make_data_loader
+from fcos_core.data.datasets.coco import data_skip_counts
+from fcos_core.engine.bbox_aug import make_bbox_aug_fn
+from fcos_core.engine.inference import inference, make_inference_options
+from fcos_core.engine.resume import restore_resume_state
+from fcos_core.engine.trainer import do_train, make_train_options
+from fcos_core.modeling.detector import build_detection_model
+from fcos_core.solver import make_lr_scheduler, make_optimizer
+from fcos_core.utils.checkpoint import DetectronCheckpointer
+from fcos_core.utils.comm import get_rank, get_world_size, synchronize
+from fcos_core.utils.loss_curves import plot_loss_curves
+
+
+def build_training(cfg, distributed, local_rank):
+    """(model, optimizer, scheduler) for ``cfg``: the model on MODEL.DEVICE (channels_last with
+    SOLVER.CHANNELS_LAST, SyncBatchNorm with MODEL.USE_SYNCBN in several processes), wrapped in
+    DistributedDataParallel when ``distributed`` (one GPU per process: ``local_rank``)."""
+    model = build_detection_model(cfg)
+    device = torch.device(cfg.MODEL.DEVICE)
+    if cfg.MODEL.USE_SYNCBN and distributed:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if cfg.SOLVER.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_lr_scheduler(cfg, optimizer)
+    if distributed:
+        ids = [local_rank] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, output_device=local_rank if ids else None, **_per_process_buffers()
+        )
+    return model, optimizer, scheduler
+
+
+def _per_process_buffers():
+    """DDP's keyword that keeps BatchNorm statistics per process during training (as the original's
+    broadcast_buffers=False); torch >= 2.14 names it forward_sync_buffers. The sync at construction
+    is fine: every process builds the same model."""
+    ddp_params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    if "forward_sync_buffers" in ddp_params:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def train(cfg, local_rank, distributed, logger=None):
+    """Train as ``cfg`` says, resuming from OUTPUT_DIR/last_checkpoint when there is one (else from
+    MODEL.WEIGHT); writes checkpoints, metrics.json and loss_curves.png under OUTPUT_DIR.
+
+    Returns:
+        the trained model (DDP-wrapped when ``distributed``).
+    """
+    logger = logger or logging.getLogger("fcos_core.trainer")
+    model, optimizer, scheduler = build_training(cfg, distributed, local_rank)
+    output_dir = cfg.OUTPUT_DIR
+    checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, output_dir, get_rank() == 0)
+    metrics_path = os.path.join(output_dir, "metrics.json") if output_dir else None
+    options = make_train_options(cfg, metrics_path)
+    scaler = torch.amp.GradScaler("cuda") if options.amp_dtype == torch.float16 else None
+    arguments = restore_resume_state(checkpointer.load(cfg.MODEL.WEIGHT), scaler)
+    data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"])
+    logger.info("Training in %d process(es), %d images each (SOLVER.IMS_PER_BATCH %d), from iteration %d",
+                get_world_size(), cfg.SOLVER.IMS_PER_BATCH // get_world_size(), cfg.SOLVER.IMS_PER_BATCH,
+                arguments["iteration"])
+    if arguments["iteration"] >= cfg.SOLVER.MAX_ITER:
+        logger.info("Already trained for %d iterations (SOLVER.MAX_ITER); nothing to do", arguments["iteration"])
+        return model
+    do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, options, grad_scaler=scaler,
+             logger=logger)
+    skips = data_skip_counts(data_loader.dataset)
+    if skips:
+        logger.warning("Training data skipped: %s", dict(skips))
+    if get_rank() == 0 and metrics_path and os.path.exists(metrics_path):
+        png = plot_loss_curves(metrics_path, os.path.join(output_dir, "loss_curves.png"))
+        logger.info("Loss curves written to %s", png)
+    return model
+
+
+def run_test(cfg, model, distributed):
+    """Evaluate ``model`` on every DATASETS.TEST entry, as TEST.* says (folded norms, AMP,
+    channels_last, test-time augmentation); results under OUTPUT_DIR/inference/<name>/.
+
+    Returns:
+        list: one evaluation result per dataset (rank 0; the others get None entries).
+    """
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    output_folders = [None] * len(cfg.DATASETS.TEST)
+    if cfg.OUTPUT_DIR:
+        for i, name in enumerate(cfg.DATASETS.TEST):
+            output_folders[i] = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+            os.makedirs(output_folders[i], exist_ok=True)
+    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    options = make_inference_options(cfg)._asdict()
+    results = []
+    for folder, name, loader in zip(output_folders, cfg.DATASETS.TEST, loaders):
+        results.append(inference(
+            model, loader, dataset_name=name, iou_types=("bbox",), box_only=False, device=cfg.MODEL.DEVICE,
+            expected_results=cfg.TEST.EXPECTED_RESULTS,
+            expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL, output_folder=folder,
+            bbox_aug_fn=make_bbox_aug_fn(cfg), **options,
+        ))
+        synchronize()
+    return results
+
+
+def load_model_for_test(cfg):
+    """The model that tools/test_net.py evaluates: built from ``cfg`` on MODEL.DEVICE (channels_last
+    with SOLVER.CHANNELS_LAST), with MODEL.WEIGHT loaded when it is set, else the latest checkpoint
+    of OUTPUT_DIR."""
+    model = build_detection_model(cfg).to(cfg.MODEL.DEVICE)
+    if cfg.SOLVER.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    checkpointer = DetectronCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR)
+    weight = cfg.MODEL.WEIGHT
+    checkpointer.load(weight or None, use_latest=not weight)
+    return model

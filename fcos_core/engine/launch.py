@@ -1,0 +1,85 @@
+"""What every entry point does first: its common arguments, the process group, the config.
+
+The scripts in ``tools/`` and ``demo/`` parse their arguments with :func:`default_argument_parser`,
+join the process group with :func:`setup_distributed`, and read their config with
+:func:`config_from_args`, which returns a frozen copy (the global ``fcos_core.config.cfg`` is never
+changed). :func:`setup_run` then starts the logger and records the command, environment and config.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+from fcos_core.config import load_config, resolve_device
+from fcos_core.utils.collect_env import env_rows
+from fcos_core.utils.comm import get_rank, synchronize
+from fcos_core.utils.logger import setup_logger
+
+
+def default_argument_parser(description, skip_test=False):
+    """``--config-file F``, the launcher's local rank (``--local_rank``, ``--local-rank`` or the
+    LOCAL_RANK variable, as ``torch.distributed.launch`` and ``torchrun`` give it) and trailing
+    ``KEY VALUE`` overrides; with ``skip_test``, ``--skip-test`` too (tools/train_net.py)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config file")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
+    if skip_test:
+        parser.add_argument("--skip-test", dest="skip_test", action="store_true", help="do not test the final model")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    return parser
+
+
+def setup_distributed(local_rank):
+    """Join the process group when the launcher started several processes (WORLD_SIZE > 1):
+    NCCL with one GPU per process (``local_rank``) where CUDA is there, else Gloo.
+
+    Returns:
+        bool: True when this process is one of several (the group is joined), else False.
+    """
+    if int(os.environ.get("WORLD_SIZE", 1)) < 2:
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    torch.distributed.init_process_group(backend=backend, init_method="env://")
+    synchronize()
+    return True
+
+
+def config_from_args(args):
+    """The run's config: the defaults, ``args.config_file`` and ``args.opts`` merged in, MODEL.DEVICE
+    resolved ("cuda" without a GPU is an error naming the key), frozen. A bad key or value fails
+    here, before any work starts. The global ``cfg`` is left untouched."""
+    config = load_config(args.config_file or None, args.opts or [], freeze=False)
+    config.MODEL.DEVICE = resolve_device(config.MODEL.DEVICE)
+    config.freeze()
+    return config
+
+
+def setup_run(cfg, log_filename="log.txt", save_config=True):
+    """Create OUTPUT_DIR (rank 0), start the "fcos_core" logger (console on rank 0, and
+    OUTPUT_DIR/``log_filename``), log the command line, the environment and the config, and with
+    ``save_config`` write the config to OUTPUT_DIR/config.yml so that the run can be repeated.
+
+    Returns:
+        logging.Logger
+    """
+    if cfg.OUTPUT_DIR and get_rank() == 0:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    logger = setup_logger("fcos_core", cfg.OUTPUT_DIR, get_rank(), filename=log_filename)
+    logger.info("Command: %s", " ".join(sys.argv))
+    logger.info("Environment:\n%s", "\n".join(f"  {k}: {v}" for k, v in env_rows()))
+    logger.info("Running with config:\n%s", cfg)
+    if save_config and cfg.OUTPUT_DIR and get_rank() == 0:
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yml"), "w") as f:
+            f.write(cfg.dump())
+    return logger
+
+
+def teardown_distributed(distributed):
+    """Leave the process group that :func:`setup_distributed` joined (when it did)."""
+    if distributed:
+        torch.distributed.destroy_process_group()
