@@ -20,6 +20,7 @@ import json
 import sys
 
 import cv2
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import functional as F
@@ -31,6 +32,7 @@ from fcos_core.utils.amp import autocast_context
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures import to_image_list
 from fcos_core.utils.checkpoint import DetectronCheckpointer
+from fcos_core.utils.visualizer import class_color, draw_boxes, draw_detections, draw_labels
 
 __all__ = ["COCODemo", "DemoTransform", "COCO_CATEGORIES", "COCO_THRESHOLDS_FOR_CLASSES",
            "DEFAULT_THRESHOLD", "load_categories", "load_thresholds_file", "category_names",
@@ -235,38 +237,29 @@ class COCODemo(object):
         return predictions[order]
 
     def compute_colors_for_labels(self, labels):
-        """A fixed colour per class: uint8 array [N, 3] (BGR) for labels Tensor [N]."""
-        colors = labels[:, None].long() * self.palette
-        return (colors % 255).numpy().astype("uint8")
+        """A fixed colour per class: uint8 array [N, 3] (BGR) for labels Tensor [N]
+        (:func:`fcos_core.utils.visualizer.class_color`)."""
+        return np.array([class_color(v) for v in labels.tolist()], dtype=np.uint8).reshape(-1, 3)
 
     def overlay(self, image, predictions):
-        """Draw boxes and class names of ``predictions`` on ``image`` in place; returns ``image``."""
-        image = self.overlay_boxes(image, predictions)
-        return self.overlay_class_names(image, predictions)
+        """Draw boxes and "name score" labels of ``predictions`` on ``image`` in place (labels on a
+        filled background, none covering another; :mod:`fcos_core.utils.visualizer`); returns it."""
+        return draw_detections(image, predictions.convert("xyxy").bbox.numpy(),
+                               predictions.get_field("labels").tolist(),
+                               predictions.get_field("scores").tolist(), names=self.categories)
 
     def overlay_boxes(self, image, predictions):
         """Draw the ``xyxy`` boxes of ``predictions`` on ``image`` (BGR uint8) in place; returns it."""
-        colors = self.compute_colors_for_labels(predictions.get_field("labels")).tolist()
-        boxes = predictions.convert("xyxy").bbox.round().to(torch.int64).tolist()
-        for (x1, y1, x2, y2), color in zip(boxes, colors):
-            cv2.rectangle(image, (x1, y1), (x2, y2), tuple(color), 2)
-        return image
+        return draw_boxes(image, predictions.convert("xyxy").bbox.numpy(), predictions.get_field("labels").tolist())
 
     def overlay_class_names(self, image, predictions):
-        """Write "class: score" at the top-left corner of each box, on ``image`` in place; returns it."""
-        scores = predictions.get_field("scores").tolist()
+        """Write "name score" labels of ``predictions`` on ``image`` in place (in the given order,
+        none covering another); returns it."""
         labels = predictions.get_field("labels").tolist()
-        corners = predictions.convert("xyxy").bbox[:, :2].round().to(torch.int64).tolist()
-        for (x, y), score, label in zip(corners, scores, labels):
-            name = self.categories[label] if 0 <= label < len(self.categories) else str(label)
-            text = "{}: {:.2f}".format(name, score)
-            # keep the text inside the image for boxes that touch the top edge
-            origin = (max(x, 0), max(y - 3, 12))
-            # dark outline under white text, readable on any background
-            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        texts = ["{} {:.2f}".format(self.categories[v] if 0 <= v < len(self.categories) else v, s)
+                 for v, s in zip(labels, predictions.get_field("scores").tolist())]
+        draw_labels(image, predictions.convert("xyxy").bbox.numpy(), labels, texts)
         return image
-
 
 
 def load_categories(json_file):
