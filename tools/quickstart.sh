@@ -71,7 +71,12 @@ mapfile -t PICS < <(ls "$DATA"/shapes/val/images/*.png | head -n 12)
 "$PY" demo/fcos_demo.py --config-file configs/quickstart/fcos_shapes.yaml --weights "$OUT/model_final.pth" \
   --min-image-size 0 --thresholds-file "$OUT/inference/shapes_val/thresholds.json" \
   --categories-from "$DATA/shapes/val/instances.json" --output "$OUT/val_pictures" --no-window "${PICS[@]}"
+# one small picture of the run (four validation pictures over the loss curves): the README's
+OVERVIEW=()
+for p in "${PICS[@]:0:4}"; do OVERVIEW+=("$OUT/val_pictures/$(basename "$p")"); done
+"$PY" -c 'import sys; from fcos_core.utils.visualizer import overview_picture as o; print(o(sys.argv[3:], sys.argv[1], sys.argv[2]))' \
+  "$OUT/loss_curves.png" "$OUT/overview.png" "${OVERVIEW[@]}"
 echo
 END=$(date +%s)
 echo "main job done in $(( END - T0 )) s (quickstart in all, install included: $(( END - START )) s); in $OUT:"
-echo "  model_final.pth, loss_curves.png, metrics.json, log.txt, inference/shapes_val/ (AP), val_pictures/"
+echo "  model_final.pth, loss_curves.png, metrics.json, log.txt, inference/shapes_val/ (AP), val_pictures/, overview.png"

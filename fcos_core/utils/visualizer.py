@@ -105,3 +105,30 @@ def draw_detections(image, boxes, labels, scores=None, names=None):
         texts.append(name if scores is None else "{} {:.2f}".format(name, float(scores[i])))
     draw_labels(image, boxes[order], [labels[i] for i in order], texts)
     return image
+
+
+def overview_picture(picture_paths, curves_path, out_path, tile=256):
+    """One small PNG of a run: up to four annotated pictures in a row of ``tile`` x ``tile``
+    thumbnails over the loss-curve picture scaled to the same width (the quickstart writes it as
+    OUTPUT_DIR/overview.png; the README shows it). Returns ``out_path``."""
+    thumbs = []
+    for path in list(picture_paths)[:4]:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError("cannot read picture {}".format(path))
+        scale = tile / max(image.shape[:2])
+        image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA)
+        canvas = np.full((tile, tile, 3), 255, np.uint8)
+        canvas[:image.shape[0], :image.shape[1]] = image
+        thumbs.append(canvas)
+    if not thumbs:
+        raise ValueError("no picture to put in the overview")
+    row = np.concatenate(thumbs, axis=1)
+    curves = cv2.imread(curves_path, cv2.IMREAD_COLOR)
+    if curves is None:
+        raise FileNotFoundError("cannot read loss curves {}".format(curves_path))
+    height = round(curves.shape[0] * row.shape[1] / curves.shape[1])
+    curves = cv2.resize(curves, (row.shape[1], height), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(out_path, np.concatenate([row, curves], axis=0))
+    return out_path

@@ -54,3 +54,19 @@ def test_draw_detections_writes_best_score_first_and_in_place():
     assert out is image and image.any()
     # the box outline of class 1 is drawn in its colour
     assert (image[50, 10] == np.array(class_color(1), np.uint8)).all()
+
+
+def test_overview_picture_puts_pictures_over_the_curves(tmp_path):
+    import cv2
+
+    from fcos_core.utils.visualizer import overview_picture
+
+    paths = []
+    for i, shape in enumerate([(100, 200), (300, 150), (64, 64)]):
+        paths.append(str(tmp_path / f"p{i}.png"))
+        cv2.imwrite(paths[-1], np.full(shape + (3,), 40 * i, np.uint8))
+    cv2.imwrite(str(tmp_path / "curves.png"), np.zeros((400, 1100, 3), np.uint8))
+    out = cv2.imread(overview_picture(paths, str(tmp_path / "curves.png"), str(tmp_path / "o.png"), tile=128))
+    assert out.shape == (128 + round(400 * 384 / 1100), 384, 3)
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        overview_picture([str(tmp_path / "nope.png")], str(tmp_path / "curves.png"), str(tmp_path / "x.png"))
