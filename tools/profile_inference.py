@@ -9,21 +9,22 @@ and the convolutions' share.
     python tools/profile_inference.py [--bf16] [--opts SOLVER.CHANNELS_LAST False] [--rows 15]
 """
 import argparse
-import os
 import statistics
-import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchmark  # noqa: E402  (tools/benchmark.py: the same model, image and preparation)
+# the same model, image and preparation as tools/benchmark.py
+from fcos_core.benchmark.inference import ours_inference_options
+from fcos_core.benchmark.models import OURS_CONFIG, build_ours, make_image, to_ours
+from fcos_core.benchmark.timing import interleaved
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d", "aten::_nnpack_spatial_convolution",
             "aten::cudnn_convolution")
 
 
 def main(argv=None):
+    """Time, then profile, one forward of ours; print the op table; return the median, conv share and ops."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bf16", action="store_true", help="TEST.AMP True (bfloat16 autocast on a CPU)")
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1333], metavar=("H", "W"))
@@ -35,22 +36,22 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     from fcos_core.engine.inference import forward_for_inference, prepare_for_inference
 
-    model, cfg = benchmark.build_ours("cpu", *args.opts)
-    opts = benchmark._ours_inference_options(cfg, "bf16" if args.bf16 else "fp32", "cpu")
+    model, cfg = build_ours("cpu", *args.opts)
+    opts = ours_inference_options(cfg, "bf16" if args.bf16 else "fp32", "cpu")
     model = prepare_for_inference(model.eval(), fuse_bn=opts.fuse_bn, channels_last=opts.channels_last)
-    x = benchmark.to_ours(benchmark.make_image(tuple(args.size), 0), cfg)
+    x = to_ours(make_image(tuple(args.size), 0), cfg)
 
     def run():
         with torch.inference_mode():
             return forward_for_inference(model, [x], "cpu", opts.amp_dtype, opts.channels_last)
 
-    times = benchmark.interleaved({"ours": run}, args.runs, 1, "cpu")["ours"]  # after one warm-up call
+    times = interleaved({"ours": run}, args.runs, 1, "cpu")["ours"]  # after one warm-up call
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
-    print(f"ours {benchmark.OURS_CONFIG}, {args.size[0]}x{args.size[1]}, autocast {opts.amp_dtype}, "
+    print(f"ours {OURS_CONFIG}, {args.size[0]}x{args.size[1]}, autocast {opts.amp_dtype}, "
           f"channels_last {opts.channels_last}, folded norms {opts.fuse_bn}, {torch.get_num_threads()} threads")
     print(f"forward: median {statistics.median(times):.3f} s of {args.runs}; profiled: {total / 1e6:.3f} s of CPU time, "
           f"convolutions {100 * conv / total:.1f}%")
