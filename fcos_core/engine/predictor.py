@@ -33,7 +33,7 @@ from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures import to_image_list
 from fcos_core.utils.amp import autocast_context
 from fcos_core.utils.checkpoint import DetectronCheckpointer
-from fcos_core.utils.visualizer import class_color, draw_boxes, draw_detections, draw_labels
+from fcos_core.utils.visualizer import class_color, draw_boxes, draw_detections, draw_labels, label_texts
 
 __all__ = ["COCODemo", "DemoTransform", "COCO_CATEGORIES", "COCO_THRESHOLDS_FOR_CLASSES",
            "DEFAULT_THRESHOLD", "load_categories", "load_thresholds_file", "category_names",
@@ -123,7 +123,6 @@ class COCODemo(object):
 
         self.transforms = self.build_transform()
         # multiplied by the label, modulo 255, to give each class its own colour
-        self.palette = torch.tensor([2 ** 25 - 1, 2 ** 15 - 1, 2 ** 21 - 1])
 
     def _thresholds_tensor(self, thresholds, num_classes):
         """``thresholds`` (see the class docstring) as a float Tensor [num_classes]."""
@@ -214,8 +213,7 @@ class COCODemo(object):
         """Write "name score" labels of ``predictions`` on ``image`` in place (in the given order,
         none covering another); returns it."""
         labels = predictions.get_field("labels").tolist()
-        texts = ["{} {:.2f}".format(self.categories[v] if 0 <= v < len(self.categories) else v, s)
-                 for v, s in zip(labels, predictions.get_field("scores").tolist())]
+        texts = label_texts(labels, predictions.get_field("scores").tolist(), self.categories)
         draw_labels(image, predictions.convert("xyxy").bbox.numpy(), labels, texts)
         return image
 

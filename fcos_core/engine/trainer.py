@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 from fcos_core.engine.resume import resume_state
-from fcos_core.utils.amp import amp_dtype_for, autocast_context
+from fcos_core.utils.amp import autocast_context
 from fcos_core.utils.comm import get_rank, get_world_size
-from fcos_core.utils.loss_curves import plot_loss_curves  # noqa: F401  (re-exported: the trainer's picture)
+from fcos_core.utils.env import amp_dtype_for
 from fcos_core.utils.metric_logger import MetricLogger
 from fcos_core.utils.progress import Progress, peak_memory_mb
-from fcos_core.utils.rng import rng_state, set_rng_state  # noqa: F401  (re-exported for old imports)
 
 
 class TrainOptions(NamedTuple):

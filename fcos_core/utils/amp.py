@@ -1,15 +1,8 @@
-"""Mixed precision helpers shared by training and every inference path.
-
-:func:`amp_dtype_for` (SOLVER.AMP / TEST.AMP to a dtype) lives in :mod:`fcos_core.utils.env`, beside
-the CPU feature checks it needs; it is re-exported here so that callers find both in one place.
-"""
+"""Autocast for training and every inference path. Which dtype SOLVER.AMP / TEST.AMP mean on a
+device is :func:`fcos_core.utils.env.amp_dtype_for`, beside the CPU feature checks it needs."""
 from contextlib import nullcontext
 
 import torch
-
-from fcos_core.utils.env import amp_dtype_for
-
-__all__ = ["amp_dtype_for", "autocast_context"]
 
 
 def autocast_context(device, dtype):

@@ -87,6 +87,16 @@ def draw_labels(image, boxes, labels, texts):
     return taken
 
 
+def label_texts(labels, scores=None, names=None):
+    """"name score" for each detection ("name" without scores); ``names`` is indexed by label (e.g.
+    with "__background" at 0), and a label outside it, or ``names`` None, is written as its id."""
+    texts = []
+    for i, label in enumerate(labels):
+        name = names[label] if names is not None and 0 <= label < len(names) else str(label)
+        texts.append(name if scores is None else "{} {:.2f}".format(name, float(scores[i])))
+    return texts
+
+
 def draw_detections(image, boxes, labels, scores=None, names=None):
     """Draw detections on ``image`` (BGR uint8 [H, W, 3]) in place and return it.
 
@@ -96,14 +106,13 @@ def draw_detections(image, boxes, labels, scores=None, names=None):
     Labels are written in decreasing score order, each as "name score".
     """
     boxes, labels = np.asarray(boxes, dtype=np.float64).reshape(-1, 4), [int(v) for v in labels]
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable") if scores is not None else range(len(labels))
-    order = list(order)
-    draw_boxes(image, boxes[order], [labels[i] for i in order])
-    texts = []
-    for i in order:
-        name = names[labels[i]] if names is not None and 0 <= labels[i] < len(names) else str(labels[i])
-        texts.append(name if scores is None else "{} {:.2f}".format(name, float(scores[i])))
-    draw_labels(image, boxes[order], [labels[i] for i in order], texts)
+    order = list(range(len(labels)))
+    if scores is not None:
+        order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").tolist()
+        scores = [scores[i] for i in order]
+    boxes, labels = boxes[order], [labels[i] for i in order]
+    draw_boxes(image, boxes, labels)
+    draw_labels(image, boxes, labels, label_texts(labels, scores, names))
     return image
 
 

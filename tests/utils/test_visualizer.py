@@ -70,3 +70,11 @@ def test_overview_picture_puts_pictures_over_the_curves(tmp_path):
     assert out.shape == (128 + round(400 * 384 / 1100), 384, 3)
     with pytest.raises(FileNotFoundError, match="nope.png"):
         overview_picture([str(tmp_path / "nope.png")], str(tmp_path / "curves.png"), str(tmp_path / "x.png"))
+
+
+def test_label_texts_name_each_detection_and_fall_back_to_the_id():
+    from fcos_core.utils.visualizer import label_texts
+
+    names = ["__background", "a", "b"]
+    assert label_texts([1, 2, 7], [0.5, 0.25, 0.125], names) == ["a 0.50", "b 0.25", "7 0.12"]
+    assert label_texts([2], None, names) == ["b"] and label_texts([3], [1.0]) == ["3 1.00"]
