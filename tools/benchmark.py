@@ -29,7 +29,7 @@ Parts (``--only`` runs one of them; by default the first three, and ``accuracy``
   RetinaNet. Ours runs as tools/train_net.py runs it: model and batched images in channels_last
   (SOLVER.CHANNELS_LAST, the default), frozen batch norms folded into the convolutions
   (``fcos_core.layers.batch_norm.conv_then_norm``); torchvision as its builders make it. Peak memory is measured in a child process per model (``python -m
-  fcos_core.benchmark.memory --child MODEL``; this script takes the hidden ``--child`` flag too) after one warm-up step: on CPU the peak of allocated tensor memory during one
+  fcos_core.benchmark.memory --child MODEL``) after one warm-up step: on CPU the peak of allocated tensor memory during one
   step above what was allocated before it (``torch.profiler`` with ``profile_memory=True``: the
   running sum of its allocation and free events), plus the tensors held between steps (parameters,
   buffers, momentum) and the child's peak resident set size (VmHWM); on CUDA
@@ -82,7 +82,6 @@ import torch
 
 from fcos_core.benchmark.accuracy import ACCURACY_CONFIG, bench_accuracy
 from fcos_core.benchmark.inference import bench_inference, inference_summary
-from fcos_core.benchmark.memory import child_memory
 from fcos_core.benchmark.ops import bench_ops
 from fcos_core.benchmark.report import machine_info, markdown
 from fcos_core.benchmark.train import bench_train
@@ -108,7 +107,6 @@ def parse_args(argv=None):
                         help="accuracy: the config the model was trained with (default %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the markdown table")
-    parser.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)  # internal: peak memory of one model
     args = parser.parse_args(argv)
     if args.only == "accuracy" and not args.weights:
         parser.error("--only accuracy needs --weights PATH (a model trained with --accuracy-config)")
@@ -121,8 +119,6 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU is available")
     torch.set_num_threads(args.threads)
-    if args.child:
-        return child_memory(args)
     info = machine_info(args)
     result = OrderedDict(info=info)
     inference = train = ops = ops_note = summary = accuracy = accuracy_note = None
