@@ -279,6 +279,12 @@ class COCODataset(torch.utils.data.Dataset):
         return clip_box(xyxy, int(info["width"]), int(info["height"]), self._skips, what)
 
     @property
+    def class_names(self):
+        """Names indexed by contiguous label: ``["__background", name of label 1, ...]`` (C + 1)."""
+        return ["__background"] + [self.categories[self.contiguous_category_id_to_json_id[label]]
+                                   for label in range(1, len(self.categories) + 1)]
+
+    @property
     def skipped(self):
         """Counter of skipped items by reason (annotations at construction, images so far)."""
         return self._skips.counts + self.failures.counts()

@@ -31,6 +31,20 @@ class ConcatDataset(_TorchConcatDataset):
         return self.datasets[dataset_idx].get_img_info(sample_idx)
 
     @property
+    def class_names(self):
+        """``class_names`` of the first dataset; the datasets must agree (same labels, same names).
+
+        Raises:
+            ValueError: two datasets name their classes differently.
+        """
+        names = [list(getattr(d, "class_names", None) or []) for d in self.datasets]
+        for d, other in zip(self.datasets[1:], names[1:]):
+            if other != names[0]:
+                raise ValueError("datasets trained together name their classes differently: {} has {}, {} has {}"
+                                 .format(self.datasets[0], names[0], d, other))
+        return names[0]
+
+    @property
     def skipped(self):
         """Sum of the ``skipped`` Counters of the datasets."""
         total = Counter()

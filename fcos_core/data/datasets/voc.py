@@ -170,6 +170,11 @@ class PascalVOCDataset(torch.utils.data.Dataset):
         record = self._records[index]
         return {"height": record["height"], "width": record["width"]}
 
+    @property
+    def class_names(self):
+        """Names indexed by label, background first (``CLASSES``)."""
+        return [name.strip() for name in self.CLASSES]
+
     def map_class_id_to_class_name(self, class_id):
         """Class name of contiguous label ``class_id`` (0 is the background)."""
         return self.CLASSES[class_id]
