@@ -112,7 +112,11 @@ setup(
     python_requires=">=3.9",
     install_requires=["yacs", "numpy", "tqdm", "matplotlib", "pycocotools", "opencv-python-headless", "ninja"],
     # onnx and onnxruntime: tools/export_onnx.py and its tests (tests/export)
-    extras_require={"dev": ["pytest", "onnx", "onnxruntime"], "export": ["onnx", "onnxruntime"]},
+    extras_require={
+        "dev": ["pytest", "onnx", "onnxruntime", "tensorboard"],
+        "export": ["onnx", "onnxruntime"],
+        "tensorboard": ["tensorboard"],
+    },
     # fcos_core/configs links to configs/: the fcos command finds the model-zoo configs when installed
     package_data={"fcos_core": ["configs/*/*.yaml"]},
     entry_points={"console_scripts": ["fcos = fcos_core.cli:main"]},

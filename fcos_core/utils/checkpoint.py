@@ -75,8 +75,10 @@ class Checkpointer:
         self.save_to_disk = save_to_disk
         self.logger = logger or logging.getLogger(__name__)
 
-    def save(self, name, **kwargs):
-        """Write ``<save_dir>/<name>.pth`` atomically and point ``last_checkpoint`` at it."""
+    def save(self, name, tag_last=True, **kwargs):
+        """Write ``<save_dir>/<name>.pth`` atomically and, with ``tag_last`` (the default), point
+        ``last_checkpoint`` at it (``model_best`` is saved with ``tag_last=False``: resuming takes
+        the latest state, not the best). Returns the path, or None when this process saves nothing."""
         if not self.save_dir or not self.save_to_disk:
             return None
         data = {"model": _unwrap(self.model).state_dict()}
@@ -88,7 +90,8 @@ class Checkpointer:
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", path)
         atomic_torch_save(data, path)
-        self.tag_last_checkpoint(path)
+        if tag_last:
+            self.tag_last_checkpoint(path)
         return path
 
     def load(self, f=None, use_latest=True, strict=True):
