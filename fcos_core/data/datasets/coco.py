@@ -1,8 +1,16 @@
-"""COCO-format detection dataset, and the bad-data bookkeeping shared by the datasets of this package.
+"""COCO-format detection dataset: the json as annotation tools write it, made complete for pycocotools.
 
-Bad data never stops a run and is never silent: each annotation, image or file that a dataset cannot
-use is named in a ``logging`` warning (once; at most ``SkipLog.MAX_MESSAGES`` per reason, then a
-count) and counted. :func:`data_skip_counts` returns the counts so a trainer can log them.
+The json is read once into memory (the file on disk is never changed) and completed there, so that
+any json that training accepts also evaluates (pycocotools reads the same completed annotations):
+
+- ``area`` missing or not a number: ``w * h`` of the ``bbox`` (as COCO does for boxes);
+- ``iscrowd`` missing or not a number: 0; ``id`` missing or repeated: a new unique id;
+- ``segmentation``: absent or in any form, never read (FCOS predicts boxes only);
+- annotations that training cannot use (see :func:`data_skip_counts`) are left out of the
+  evaluation's ground truth too, as are images without a valid size.
+
+One log line says what was filled in, with counts. Bad data is reported and counted through the
+bookkeeping of :mod:`fcos_core.data.datasets.skips` (re-exported here).
 """
 import contextlib
 import io
@@ -15,120 +23,27 @@ from collections import Counter
 import numpy as np
 import torch
 import torch.utils.data
-from PIL import Image
 from pycocotools.coco import COCO
 
 from fcos_core.structures.bounding_box import BoxList
 from fcos_core.utils.rng import seeded_getitem
 
+from .image_io import READ_ERRORS, read_image_for_size
+from .skips import (  # noqa: F401 (SkipLog, load_rgb_image and data_skip_counts are re-exported)
+    ImageFailures,
+    SkipLog,
+    clip_box,
+    data_skip_counts,
+    load_rgb_image,
+    next_readable_sample,
+)
+
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------- bad-data bookkeeping
-class SkipLog:
-    """Counts what a dataset skips, by reason, and warns about each item (up to a limit).
-
-    Arguments:
-        owner (str): names the dataset in the messages (e.g. its annotation file).
-    """
-
-    MAX_MESSAGES = 20  # per reason; past that only the final summary counts them
-
-    def __init__(self, owner):
-        self.owner = owner
-        self.counts = Counter()
-
-    def skip(self, reason, message, *args):
-        """Count one item under ``reason`` and warn with ``message % args`` (prefixed by the owner)."""
-        self.counts[reason] += 1
-        if self.counts[reason] <= self.MAX_MESSAGES:
-            logger.warning("%s: " + message, self.owner, *args)
-        if self.counts[reason] == self.MAX_MESSAGES:
-            logger.warning("%s: further '%s' messages are not shown, only counted", self.owner, reason)
-
-    def summarize(self):
-        """One warning with all the counts, if anything was skipped."""
-        if self.counts:
-            logger.warning("%s: skipped %s", self.owner, dict(sorted(self.counts.items())))
-
-
-class ImageFailures:
-    """Per-image failure flags shared by the DataLoader worker processes and the main process.
-
-    The flags live in a shared-memory tensor, so an image that failed in one worker is skipped (and
-    not reported again) by the others, and the main process can count the failures.
-
-    Arguments:
-        num_images (int): number of images of the dataset.
-    """
-
-    UNREADABLE = 1
-    SIZE_MISMATCH = 2
-
-    def __init__(self, num_images):
-        self.flags = torch.zeros(num_images, dtype=torch.uint8).share_memory_()
-
-    def is_unreadable(self, index):
-        return int(self.flags[index]) == self.UNREADABLE
-
-    def mark(self, index, flag):
-        """Set ``flag`` on image ``index``; True if it was not set before (report it then)."""
-        if int(self.flags[index]) == flag:
-            return False
-        self.flags[index] = flag
-        return True
-
-    def counts(self):
-        """Counter {"unreadable_image": n, "image_size_mismatch": m} of the flags set so far."""
-        out = Counter()
-        out["unreadable_image"] = int((self.flags == self.UNREADABLE).sum())
-        out["image_size_mismatch"] = int((self.flags == self.SIZE_MISMATCH).sum())
-        return +out  # drop zero counts
-
-
-def load_rgb_image(path):
-    """The image at ``path`` as a decoded RGB PIL image, or the exception that prevented it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # convert() decodes the whole file, so truncation shows here
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return e
-
-
-def next_readable_sample(dataset, index, read):
-    """``read(i)`` for the first ``i`` from ``index`` on (wrapping) whose image can be read.
-
-    ``read(i)`` returns a sample or None when image ``i`` is unreadable (it reports that itself).
-    A long run then goes on with another image instead of stopping.
-
-    Raises:
-        RuntimeError: no image of the dataset can be read.
-    """
-    for offset in range(len(dataset)):
-        i = (index + offset) % len(dataset)
-        if dataset.failures.is_unreadable(i):
-            continue
-        sample = read(i)
-        if sample is not None:
-            return sample
-    raise RuntimeError("{}: none of its {} images can be read".format(type(dataset).__name__, len(dataset)))
-
-
-def data_skip_counts(dataset):
-    """Counter of what ``dataset`` skipped so far, by reason (empty for datasets that do not count).
-
-    Reasons: annotations (``bad_box``, ``empty_box``, ``too_small``, ``outside_image``,
-    ``unknown_category``, ``unknown_image``), boxes clipped to the image (``clipped``), images
-    (``image_without_size``, ``unreadable_image``, ``image_size_mismatch``, ``bad_annotation_file``).
-    Works through :class:`ConcatDataset` (sums).
-    """
-    skipped = getattr(dataset, "skipped", None)
-    return Counter(skipped) if skipped is not None else Counter()
-
-
 # ----------------------------------------------------------------------------- COCO json
-def _load_coco(ann_file):
-    """pycocotools COCO object for ``ann_file``, with a clear error for a missing or broken file."""
+def _read_json(ann_file):
+    """The parsed json of ``ann_file`` (a dict with a non-empty "images" list), with clear errors."""
     if not os.path.isfile(ann_file):
         raise FileNotFoundError("COCO annotation file {} not found".format(os.path.abspath(ann_file)))
     try:
@@ -138,58 +53,119 @@ def _load_coco(ann_file):
         raise ValueError("COCO annotation file {} is not valid JSON: {}".format(ann_file, e)) from None
     if not isinstance(data, dict) or not data.get("images"):
         raise ValueError("COCO annotation file {} lists no images".format(ann_file))
+    categories = data.get("categories")
+    if not isinstance(categories, list) or not categories:
+        raise ValueError("COCO annotation file {} lists no categories (a \"categories\" list of "
+                         "{{\"id\", \"name\"}} is needed)".format(ann_file))
+    bad = [c for c in categories if not isinstance(c, dict) or "id" not in c]
+    if bad:
+        raise ValueError("COCO annotation file {}: category {!r} has no \"id\"".format(ann_file, bad[0]))
+    return data
+
+
+def _as_number(value):
+    """``value`` as a finite float, or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def complete_annotations(data, skips):
+    """Complete the annotations of a parsed COCO json ``data`` in place, so pycocotools can index
+    and evaluate them; entries it cannot index (not an object, no "image_id" / "category_id"; images
+    without "id") are removed and reported through ``skips`` (a SkipLog).
+
+    Returns:
+        Counter: how many annotations got each field filled in ("area", "iscrowd", "id").
+    """
+    images = [img for img in data["images"] if isinstance(img, dict) and "id" in img]
+    for img in data["images"]:
+        if not (isinstance(img, dict) and "id" in img):
+            skips.skip("image_without_size", "image entry %.80r has no id; left out", img)
+    annotations = []
+    for ann in data.get("annotations") or []:
+        if isinstance(ann, dict) and "image_id" in ann and "category_id" in ann:
+            annotations.append(ann)
+        else:
+            skips.skip("bad_annotation", "annotation %.80r has no image_id or category_id; dropped", ann)
+    filled = Counter()
+    ids = Counter(ann.get("id") for ann in annotations)
+    next_id = max([i for i in ids if isinstance(i, int)] + [0]) + 1
+    for ann in annotations:
+        if not isinstance(ann.get("id"), int) or ids[ann["id"]] > 1:
+            ids[ann.get("id")] -= 1  # the last of repeated ids keeps it
+            ann["id"], next_id = next_id, next_id + 1
+            filled["id"] += 1
+        if _as_number(ann.get("iscrowd")) is None:
+            ann["iscrowd"] = 0
+            filled["iscrowd"] += 1
+        box = _bbox_values(ann.get("bbox"))
+        if box is not None:
+            ann["bbox"] = box  # numbers as floats: pycocotools computes with them as they are
+        if _as_number(ann.get("area")) is None and box is not None:
+            ann["area"] = max(box[2], 0.0) * max(box[3], 0.0)
+            filled["area"] += 1
+    data["images"], data["annotations"] = images, annotations
+    return filled
+
+
+def _log_completed(ann_file, filled, num_annotations):
+    if filled:
+        logger.info("COCO annotation file %s: of its %d annotations, filled in %s (in memory; area = w*h "
+                    "of the bbox, iscrowd = 0, new unique ids where missing or repeated)", ann_file,
+                    num_annotations, ", ".join("{} for {}".format(k, filled[k]) for k in sorted(filled)))
+
+
+def _index(data):
+    """A pycocotools COCO object over the json dict ``data`` (its printing kept out of the log)."""
     coco = COCO()
     coco.dataset = data
-    # pycocotools prints progress lines; keep the training log clean
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _load_coco(ann_file, skips=None):
+    """pycocotools COCO object for ``ann_file``, completed by :func:`complete_annotations`; clear
+    errors for a missing or broken file. ``skips``: SkipLog for the entries left out."""
+    data = _read_json(ann_file)
+    filled = complete_annotations(data, skips or SkipLog("COCO annotation file {}".format(ann_file)))
+    _log_completed(ann_file, filled, len(data["annotations"]))
+    return _index(data)
+
+
+def _keep_only(coco, img_ids, ann_ids):
+    """Re-index ``coco`` with only the images ``img_ids`` and annotations ``ann_ids`` (sets of ids)."""
+    data = dict(coco.dataset)
+    data["images"] = [img for img in data["images"] if img["id"] in img_ids]
+    data["annotations"] = [ann for ann in data["annotations"] if ann["id"] in ann_ids]
+    return _index(data)
 
 
 def _bbox_values(bbox):
     """(x, y, w, h) floats from a COCO "bbox", or None if it is not 4 finite numbers."""
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None
-    try:
-        values = [float(v) for v in bbox]
-    except (TypeError, ValueError):
-        return None
-    return values if all(math.isfinite(v) for v in values) else None
-
-
-def clip_box(box, width, height, skips, what):
-    """A pixel-inclusive xyxy ``box`` clipped to a width x height image, or None if unusable.
-
-    Reports through ``skips`` (a SkipLog): boxes outside the image or at most one pixel wide/high are
-    skipped; boxes clipped by more than a pixel are kept but reported ("clipped"). ``what`` names
-    the box in messages.
-    """
-    x1, y1, x2, y2 = box
-    cx1, cx2 = min(max(x1, 0.0), width - 1.0), min(max(x2, 0.0), width - 1.0)
-    cy1, cy2 = min(max(y1, 0.0), height - 1.0), min(max(y2, 0.0), height - 1.0)
-    if cx2 <= cx1 or cy2 <= cy1:
-        if x2 > x1 and y2 > y1:
-            skips.skip("outside_image", "%s: box %s lies outside the %dx%d image; dropped", what,
-                       [round(v, 2) for v in box], width, height)
-        else:
-            # same rule as BoxList.clip_to_image(remove_empty=True): a box needs x2 > x1, y2 > y1
-            skips.skip("too_small", "%s: box %s is at most 1 pixel wide or high; dropped", what,
-                       [round(v, 2) for v in box])
-        return None
-    if max(abs(cx1 - x1), abs(cy1 - y1), abs(cx2 - x2), abs(cy2 - y2)) > 1.0:
-        skips.skip("clipped", "%s: box %s exceeds the %dx%d image; clipped to it", what,
-                   [round(v, 2) for v in box], width, height)
-    return [cx1, cy1, cx2, cy2]
+    values = [_as_number(v) for v in bbox]
+    return None if None in values else values
 
 
 class COCODataset(torch.utils.data.Dataset):
-    """Images and boxes of a COCO-format json file (pycocotools).
+    """Images and boxes of a COCO-format json file (pycocotools), as annotation tools write it.
 
     Arguments:
-        ann_file (str): COCO json ("images", "annotations", "categories").
-        root (str): folder that the images' ``file_name`` are relative to.
+        ann_file (str): COCO json ("images", "annotations", "categories"); "area", "iscrowd" and
+            "segmentation" may be missing (see the module docstring). Category ids need not be
+            contiguous (e.g. 3, 7, 12).
+        root (str): folder that the images' ``file_name`` are relative to (``file_name`` may hold
+            sub-folders, e.g. "batch1/img.jpg").
         remove_images_without_annotations (bool): drop images with no usable box (True for
-            training, False for testing so that every image is evaluated).
+            training, False for testing so that every image is evaluated: images without boxes are
+            negatives there, and detections on them count as false positives).
         transforms (callable or None): ``(image, target) -> (image, target)``.
 
     ``dataset[i]`` is ``(image, target, i)``: image = PIL RGB image (or what the transforms make of
@@ -199,22 +175,33 @@ class COCODataset(torch.utils.data.Dataset):
     A :class:`~fcos_core.utils.rng.SeededIndex` ``i`` (the training sampler's) runs the random
     transforms with generators seeded from ``i.seed``.
 
-    Attributes: ``coco`` (pycocotools COCO), ``ids`` (json image ids, sorted), ``id_to_img_map``
-    (index -> json image id), ``json_category_id_to_contiguous_id`` and
-    ``contiguous_category_id_to_json_id`` (sorted json category ids <-> 1..C), ``categories``
-    (json id -> name), ``skipped`` (Counter, see :func:`data_skip_counts`).
+    Images are read by :func:`~fcos_core.data.datasets.image_io.read_image_for_size`: grey, palette,
+    RGBA (alpha dropped) and 16-bit (scaled by the image's range) images become RGB, and **the EXIF
+    orientation is applied**, as annotation tools (CVAT, Label Studio, browsers) display the image:
+    the json's width/height and boxes are taken to describe the displayed image. When the json gives
+    the stored, unrotated width/height of a 90-degree-rotated JPEG instead, its boxes were drawn on
+    the raw pixels: the image is then used unrotated and a warning names the file (a rotation that
+    keeps the size, such as 180 degrees, cannot be told apart and follows the convention).
+
+    Attributes: ``coco`` (pycocotools COCO of the completed json: the evaluation's ground truth),
+    ``ids`` (json image ids, sorted), ``id_to_img_map`` (index -> json image id),
+    ``json_category_id_to_contiguous_id`` and ``contiguous_category_id_to_json_id`` (sorted json
+    category ids <-> 1..C), ``categories`` (json id -> name), ``class_names``, ``skipped``
+    (Counter, see :func:`data_skip_counts`).
     """
 
     def __init__(self, ann_file, root, remove_images_without_annotations, transforms=None):
         self.ann_file, self.root, self.transforms = ann_file, root, transforms
         self._skips = SkipLog("COCODataset({})".format(ann_file))
-        self.coco = _load_coco(ann_file)
+        self.coco = _load_coco(ann_file, self._skips)
         cat_ids = sorted(self.coco.getCatIds())
         self.json_category_id_to_contiguous_id = {c: i + 1 for i, c in enumerate(cat_ids)}
         self.contiguous_category_id_to_json_id = {v: k for k, v in self.json_category_id_to_contiguous_id.items()}
-        self.categories = {c: self.coco.cats[c].get("name", str(c)) for c in cat_ids}
+        self.categories = {c: str(self.coco.cats[c].get("name", c)) for c in cat_ids}
         ids = sorted(i for i in self.coco.imgs if self._has_size(i))
-        self._targets = self._parse_annotations(set(ids))
+        self._targets, kept_anns = self._parse_annotations(set(ids))
+        if len(ids) < len(self.coco.imgs) or len(kept_anns) < len(self.coco.anns):
+            self.coco = _keep_only(self.coco, set(ids), kept_anns)  # the evaluation sees what training uses
         if remove_images_without_annotations:
             kept = [i for i in ids if len(self._targets[i][1]) > 0]
             if len(kept) < len(ids):
@@ -227,6 +214,7 @@ class COCODataset(torch.utils.data.Dataset):
         self.ids = ids
         self.id_to_img_map = dict(enumerate(ids))
         self.failures = ImageFailures(len(ids))
+        self._notices = Counter()  # image warnings given by this process, by flag
         self._skips.summarize()
 
     def _has_size(self, img_id):
@@ -241,29 +229,33 @@ class COCODataset(torch.utils.data.Dataset):
         return ok
 
     def _parse_annotations(self, img_ids):
-        """{image id: (boxes float32 [N, 4] xyxy, labels int64 [N])} of the usable non-crowd boxes."""
+        """({image id: (boxes float32 [N, 4] xyxy, labels int64 [N])} of the usable non-crowd boxes,
+        set of the ids of the annotations kept for evaluation: those boxes and the valid crowd ones)."""
         boxes = {i: [] for i in img_ids}
         labels = {i: [] for i in img_ids}
-        for ann in self.coco.dataset.get("annotations", []):
-            if ann.get("iscrowd", 0):
-                continue  # crowd regions are not objects to detect (as in the original)
-            box = self._usable_box(ann, img_ids)
-            if box is not None:
+        kept = set()
+        for ann in self.coco.dataset["annotations"]:
+            crowd = bool(_as_number(ann["iscrowd"]))  # crowd regions are not objects to detect
+            box = self._usable_box(ann, img_ids, clip=not crowd)
+            if box is None:
+                continue
+            kept.add(ann["id"])
+            if not crowd:
                 boxes[ann["image_id"]].append(box)
                 labels[ann["image_id"]].append(self.json_category_id_to_contiguous_id[ann["category_id"]])
-        return {i: (np.asarray(boxes[i], np.float32).reshape(-1, 4), np.asarray(labels[i], np.int64))
-                for i in img_ids}
+        targets = {i: (np.asarray(boxes[i], np.float32).reshape(-1, 4), np.asarray(labels[i], np.int64))
+                   for i in img_ids}
+        return targets, kept
 
-    def _usable_box(self, ann, img_ids):
-        """The clipped xyxy box of annotation ``ann``, or None (reported) if it cannot be used."""
+    def _usable_box(self, ann, img_ids, clip=True):
+        """The (clipped when ``clip``) xyxy box of annotation ``ann``, or None (reported) if it cannot be used."""
         what = "annotation id {}".format(ann.get("id"))
-        if ann.get("image_id") not in img_ids:
-            self._skips.skip("unknown_image", "%s refers to image id %s, which is not usable", what,
-                             ann.get("image_id"))
+        if ann["image_id"] not in img_ids:
+            self._skips.skip("unknown_image", "%s refers to image id %s, which is not usable", what, ann["image_id"])
             return None
-        if ann.get("category_id") not in self.json_category_id_to_contiguous_id:
+        if ann["category_id"] not in self.json_category_id_to_contiguous_id:
             self._skips.skip("unknown_category", "%s has category id %s, not in the category list", what,
-                             ann.get("category_id"))
+                             ann["category_id"])
             return None
         values = _bbox_values(ann.get("bbox"))
         if values is None:
@@ -273,9 +265,11 @@ class COCODataset(torch.utils.data.Dataset):
         if w <= 0 or h <= 0:
             self._skips.skip("empty_box", "%s: box %s has zero or negative size", what, values)
             return None
-        info = self.coco.imgs[ann["image_id"]]
         # pixel-inclusive corners, the conversion of BoxList(mode="xywh").convert("xyxy")
         xyxy = [x, y, x + max(w - 1, 0.0), y + max(h - 1, 0.0)]
+        if not clip:
+            return xyxy
+        info = self.coco.imgs[ann["image_id"]]
         return clip_box(xyxy, int(info["width"]), int(info["height"]), self._skips, what)
 
     @property
@@ -300,23 +294,41 @@ class COCODataset(torch.utils.data.Dataset):
         """(image, target, index) for image ``index``, or None (reported) if it cannot be read."""
         info = self.get_img_info(index)
         path = os.path.join(self.root, info["file_name"])
-        img = load_rgb_image(path)
-        if isinstance(img, Exception):
-            if self.failures.mark(index, ImageFailures.UNREADABLE):
-                logger.warning("%s: cannot read image %s (%s); using the next image instead",
-                               self._skips.owner, path, img)
+        json_size = (int(info["width"]), int(info["height"]))
+        try:
+            img, orientation = read_image_for_size(path, json_size)
+        except READ_ERRORS as e:
+            self._notice(index, ImageFailures.UNREADABLE, "cannot read image %s (%s); using the next image instead",
+                         path, e)
             return None
+        if orientation:
+            self._notice(index, ImageFailures.EXIF_NOT_APPLIED,
+                         "image %s has EXIF orientation %d, but the json gives its stored size %dx%d, not the "
+                         "displayed %dx%d: the boxes are taken as drawn on the unrotated pixels and the image "
+                         "is used unrotated (the convention is EXIF applied, as annotation tools display it)",
+                         path, orientation, img.size[0], img.size[1], img.size[1], img.size[0])
         boxes, labels = self._targets[self.id_to_img_map[index]]
         target = BoxList(torch.from_numpy(boxes.copy()), img.size, mode="xyxy")
         target.add_field("labels", torch.from_numpy(labels.copy()))
-        if img.size != (int(info["width"]), int(info["height"])):
-            if self.failures.mark(index, ImageFailures.SIZE_MISMATCH):
-                logger.warning("%s: image %s is %dx%d but the json says %sx%s; boxes kept, clipped to the image",
-                               self._skips.owner, path, img.size[0], img.size[1], info["width"], info["height"])
+        if img.size != json_size:
+            self._notice(index, ImageFailures.SIZE_MISMATCH,
+                         "image %s is %dx%d (EXIF orientation applied) but the json says %sx%s; boxes kept, "
+                         "clipped to the image", path, img.size[0], img.size[1], info["width"], info["height"])
             target = target.clip_to_image(remove_empty=True)
         if self.transforms is not None:
             img, target = self.transforms(img, target)
         return img, target, index
+
+    def _notice(self, index, flag, message, *args):
+        """Flag image ``index`` and warn once per image (at most SkipLog.MAX_MESSAGES per flag here)."""
+        if not self.failures.mark(index, flag):
+            return
+        self._notices[flag] += 1
+        if self._notices[flag] <= SkipLog.MAX_MESSAGES:
+            logger.warning("%s: " + message, self._skips.owner, *args)
+        if self._notices[flag] == SkipLog.MAX_MESSAGES:
+            logger.warning("%s: further '%s' messages are not shown, only counted", self._skips.owner,
+                           ImageFailures.NAMES[flag])
 
     def get_img_info(self, index):
         """The json "images" entry of image ``index``: dict with "height", "width", "file_name", "id"."""
