@@ -234,6 +234,37 @@ _C.INPUT.HUE = 0.0
 # Probability of a horizontal flip during training (maskrcnn-benchmark's key;
 # the original FCOS hard-codes 0.5).
 _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
+# Training augmentations beyond the original's flips and multi-scale resizing,
+# all off by default (docs/augmentation.md). Order: crop, resize (with scale
+# jitter), flip, photometric distortion, blur, noise, JPEG. Probabilities are
+# per image; ranges are (low, high), drawn uniformly.
+# Random crop before resizing, as detectron2 does: probability, and the crop's
+# (height, width) as fractions of the image's, each drawn in [value, 1]
+# (detectron2's RandomCrop "relative_range"; (0.9, 0.9) is its INPUT.CROP.SIZE
+# default). Boxes whose centre leaves the crop are dropped, the others clipped.
+_C.INPUT.CROP_PROB_TRAIN = 0.0
+_C.INPUT.CROP_SIZE_TRAIN = (0.9, 0.9)
+# Scale jitter: a factor drawn in this range multiplies the short side chosen
+# by MIN_SIZE_TRAIN / MIN_SIZE_RANGE_TRAIN and MAX_SIZE_TRAIN (the ratio_range
+# of mmdetection's Resize); (1.0, 1.0) is off. (0.8, 1.25) is log-symmetric.
+_C.INPUT.SCALE_JITTER_TRAIN = (1.0, 1.0)
+# mmdetection's PhotoMetricDistortion (its defaults): probability per image,
+# then brightness, contrast, saturation, hue each with probability 0.5.
+_C.INPUT.PHOTOMETRIC_PROB_TRAIN = 0.0
+_C.INPUT.PHOTOMETRIC_BRIGHTNESS_DELTA = 32.0  # added, in 0-255 units
+_C.INPUT.PHOTOMETRIC_CONTRAST_RANGE = (0.5, 1.5)  # gain
+_C.INPUT.PHOTOMETRIC_SATURATION_RANGE = (0.5, 1.5)  # HSV saturation gain
+_C.INPUT.PHOTOMETRIC_HUE_DELTA = 18.0  # degrees of hue, added
+# Gaussian blur: sigma in pixels (torchvision GaussianBlur's default range).
+_C.INPUT.BLUR_PROB_TRAIN = 0.0
+_C.INPUT.BLUR_SIGMA_TRAIN = (0.1, 2.0)
+# Gaussian sensor noise: std in 0-255 units (albumentations GaussNoise's
+# default var_limit (10, 50) as standard deviations).
+_C.INPUT.NOISE_PROB_TRAIN = 0.0
+_C.INPUT.NOISE_STD_TRAIN = (3.2, 7.1)
+# JPEG re-compression: quality, integers in [1, 100] (Real-ESRGAN's jpeg_range).
+_C.INPUT.JPEG_PROB_TRAIN = 0.0
+_C.INPUT.JPEG_QUALITY_TRAIN = (30, 95)
 
 # ---------------------------------------------------------------------------- #
 # Datasets: names looked up in PATHS_CATALOG

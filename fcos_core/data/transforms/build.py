@@ -1,4 +1,5 @@
 """The training / testing transform pipelines from the config (INPUT.*)."""
+from . import photometric as P
 from . import transforms as T
 
 
@@ -14,24 +15,90 @@ def _train_min_size(min_size_train, min_size_range_train):
     return tuple(range(low, high + 1))
 
 
+def _probability(cfg, key):
+    """``cfg.INPUT[key]`` as a float, or ValueError naming the key if it is outside [0, 1]."""
+    value = cfg.INPUT[key]
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("INPUT.{} must be a probability in [0, 1], got {}".format(key, value))
+    return float(value)
+
+
+def _range(cfg, key, low, high, integers=False):
+    """``cfg.INPUT[key]`` as a (a, b) tuple with low <= a <= b <= high (integers if asked), or
+    ValueError naming the key."""
+    value = tuple(cfg.INPUT[key])
+    ok = len(value) == 2 and low <= value[0] <= value[1] <= high
+    if ok and integers:
+        ok = all(float(v).is_integer() for v in value)
+    if not ok:
+        kind = "integers" if integers else "numbers"
+        raise ValueError("INPUT.{} must be (a, b), {} with {} <= a <= b <= {}, got {}".format(
+            key, kind, low, high, value))
+    return tuple(int(v) for v in value) if integers else tuple(float(v) for v in value)
+
+
+def _scalar(cfg, key, low, high):
+    """``cfg.INPUT[key]`` as a float in [low, high], or ValueError naming the key."""
+    value = cfg.INPUT[key]
+    if not low <= value <= high:
+        raise ValueError("INPUT.{} must be in [{}, {}], got {}".format(key, low, high, value))
+    return float(value)
+
+
+def _geometric_ops(cfg):
+    """RandomCrop (if INPUT.CROP_PROB_TRAIN > 0) and the training Resize (with scale jitter)."""
+    ops = []
+    crop_prob, crop_size = _probability(cfg, "CROP_PROB_TRAIN"), _range(cfg, "CROP_SIZE_TRAIN", 1e-6, 1.0)
+    if crop_prob > 0:
+        ops.append(T.RandomCrop(crop_size, crop_prob))
+    min_size = _train_min_size(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_RANGE_TRAIN)
+    jitter = _range(cfg, "SCALE_JITTER_TRAIN", 1e-6, float("inf"))
+    ops.append(T.Resize(min_size, cfg.INPUT.MAX_SIZE_TRAIN, scale_range=jitter))
+    return ops
+
+
+def _photometric_ops(cfg):
+    """PhotoMetricDistortion, blur, noise and JPEG re-compression, each where its probability > 0."""
+    distortion = P.PhotoMetricDistortion(
+        brightness_delta=_scalar(cfg, "PHOTOMETRIC_BRIGHTNESS_DELTA", 0, 255),
+        contrast_range=_range(cfg, "PHOTOMETRIC_CONTRAST_RANGE", 0, float("inf")),
+        saturation_range=_range(cfg, "PHOTOMETRIC_SATURATION_RANGE", 0, float("inf")),
+        hue_delta=_scalar(cfg, "PHOTOMETRIC_HUE_DELTA", 0, 180),
+        prob=_probability(cfg, "PHOTOMETRIC_PROB_TRAIN"))
+    candidates = [
+        distortion,
+        P.RandomGaussianBlur(_range(cfg, "BLUR_SIGMA_TRAIN", 1e-6, 100), _probability(cfg, "BLUR_PROB_TRAIN")),
+        P.RandomGaussianNoise(_range(cfg, "NOISE_STD_TRAIN", 0, 255), _probability(cfg, "NOISE_PROB_TRAIN")),
+        P.RandomJPEGCompression(_range(cfg, "JPEG_QUALITY_TRAIN", 1, 100, integers=True),
+                                _probability(cfg, "JPEG_PROB_TRAIN")),
+    ]
+    return [op for op in candidates if op.prob > 0]
+
+
 def build_transforms(cfg, is_train=True):
     """Compose of the input pipeline.
 
-    Training: [ColorJitter if any of INPUT.BRIGHTNESS/CONTRAST/SATURATION/HUE > 0], Resize
-    (MIN_SIZE_TRAIN or MIN_SIZE_RANGE_TRAIN, MAX_SIZE_TRAIN), RandomHorizontalFlip
-    (HORIZONTAL_FLIP_PROB_TRAIN, if > 0), ToTensor, Normalize. Testing: Resize (MIN_SIZE_TEST,
+    Training: [ColorJitter if any of INPUT.BRIGHTNESS/CONTRAST/SATURATION/HUE > 0], [RandomCrop
+    (CROP_PROB_TRAIN, CROP_SIZE_TRAIN)], Resize (MIN_SIZE_TRAIN or MIN_SIZE_RANGE_TRAIN,
+    MAX_SIZE_TRAIN, SCALE_JITTER_TRAIN), RandomHorizontalFlip (HORIZONTAL_FLIP_PROB_TRAIN, if > 0),
+    [PhotoMetricDistortion (PHOTOMETRIC_*)], [RandomGaussianBlur (BLUR_*)], [RandomGaussianNoise
+    (NOISE_*)], [RandomJPEGCompression (JPEG_*)], ToTensor, Normalize; a bracketed step only where
+    its probability is > 0. The degradations follow the resize so that their pixel units (blur
+    sigma, JPEG blocks) are those of the training scale. Testing: Resize (MIN_SIZE_TEST,
     MAX_SIZE_TEST), ToTensor, Normalize. Normalize gives BGR 0-255 minus PIXEL_MEAN divided by
     PIXEL_STD with TO_BGR255 (default), else RGB 0-1.
+
+    Raises ValueError naming the INPUT key whose value is out of range.
     """
     ops = []
     if is_train:
         jitter = (cfg.INPUT.BRIGHTNESS, cfg.INPUT.CONTRAST, cfg.INPUT.SATURATION, cfg.INPUT.HUE)
         if any(v > 0 for v in jitter):
             ops.append(T.ColorJitter(*jitter))
-        min_size = _train_min_size(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_RANGE_TRAIN)
-        ops.append(T.Resize(min_size, cfg.INPUT.MAX_SIZE_TRAIN))
+        ops.extend(_geometric_ops(cfg))
         if cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN > 0:
             ops.append(T.RandomHorizontalFlip(cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN))
+        ops.extend(_photometric_ops(cfg))
     else:
         ops.append(T.Resize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
     ops.append(T.ToTensor())

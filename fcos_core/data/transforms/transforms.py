@@ -1,14 +1,18 @@
-"""Transforms of an (image, target) pair: resizing, flipping, colour jitter, tensor conversion.
+"""Transforms of an (image, target) pair: cropping, resizing, flipping, colour jitter, tensor conversion.
 
 Each transform takes ``(image, target)`` and returns both, the boxes of ``target`` (a BoxList in
 pixels) kept consistent with the image. Resize and Normalize also accept ``target=None`` and then
 return the image only (for inference on bare images). Random choices use Python's ``random``
-(Resize, RandomHorizontalFlip) and torch's generator (ColorJitter); in training the datasets seed
-both per sample from the sampler (:mod:`fcos_core.utils.rng`), so the augmentation of a sample
-does not depend on the DataLoader worker, the number of processes or a restart.
+(RandomCrop, Resize, RandomHorizontalFlip) and torch's generator (ColorJitter); in training the
+datasets seed both per sample from the sampler (:mod:`fcos_core.utils.rng`), so the augmentation of
+a sample does not depend on the DataLoader worker, the number of processes or a restart. A
+transform that is switched off draws nothing, so switching a new one on or off leaves the draws of
+the others as they were. The photometric degradations (distortion, blur, noise, JPEG) are in
+:mod:`fcos_core.data.transforms.photometric`.
 """
 import random
 
+import torch
 import torchvision
 from torchvision.transforms import functional as F
 
@@ -44,29 +48,41 @@ class Resize(object):
         min_size (int or sequence of int): target short side in pixels; with several values one is
             drawn at random per call (multi-scale training).
         max_size (int or None): cap on the long side in pixels; the short side shrinks to respect it.
+        scale_range ((low, high) floats > 0): scale jitter. Per call a factor drawn uniformly in
+            [low, high] multiplies both the chosen ``min_size`` and ``max_size`` (so a wide image
+            is zoomed as much as a square one); (1, 1), the default, draws nothing.
 
     Boxes are scaled by new/old size per axis (exactly, via BoxList.resize).
     """
 
-    def __init__(self, min_size, max_size):
+    def __init__(self, min_size, max_size, scale_range=(1.0, 1.0)):
         if not isinstance(min_size, (list, tuple)):
             min_size = (min_size,)
         self.min_size = tuple(min_size)
         self.max_size = max_size
+        low, high = (float(v) for v in scale_range)
+        if not 0 < low <= high:
+            raise ValueError("scale_range must be (low, high) with 0 < low <= high, got {}".format(scale_range))
+        self.scale_range = (low, high)
 
     def get_size(self, image_size):
         """(height, width) of the output for an input ``image_size`` = (width, height).
 
         The original's rule: the long side would be ``size * long / short``; if that exceeds
         ``max_size`` the short side becomes ``round(max_size * short / long)``. The long side is then
-        ``int(size * long / short)`` (truncated).
+        ``int(size * long / short)`` (truncated). With scale jitter, ``size`` is
+        ``round(choice(min_size) * f)`` and the cap ``max_size * f``, f ~ U(scale_range).
         """
         w, h = image_size
-        size = random.choice(self.min_size)
-        if self.max_size is not None:
+        size, max_size = random.choice(self.min_size), self.max_size
+        if self.scale_range != (1.0, 1.0):
+            factor = random.uniform(*self.scale_range)
+            size = max(1, int(round(size * factor)))
+            max_size = None if max_size is None else max_size * factor
+        if max_size is not None:
             short, long = float(min(w, h)), float(max(w, h))
-            if long / short * size > self.max_size:
-                size = int(round(self.max_size * short / long))
+            if long / short * size > max_size:
+                size = int(round(max_size * short / long))
         if (w <= h and w == size) or (h <= w and h == size):
             return h, w
         if w < h:
@@ -84,7 +100,78 @@ class Resize(object):
         sizes = self.min_size
         if len(sizes) > 4:
             sizes = "{}..{}".format(min(sizes), max(sizes))
-        return "{}(min_size={}, max_size={})".format(self.__class__.__name__, sizes, self.max_size)
+        jitter = "" if self.scale_range == (1.0, 1.0) else ", scale_range={}".format(self.scale_range)
+        return "{}(min_size={}, max_size={}{})".format(self.__class__.__name__, sizes, self.max_size, jitter)
+
+
+class RandomCrop(object):
+    """With probability ``prob``, crop a random window and keep the boxes whose centre lies in it.
+
+    Arguments:
+        relative_range ((min_h, min_w) floats in (0, 1]): the window is ``round(H * U(min_h, 1))``
+            by ``round(W * U(min_w, 1))`` pixels (detectron2's RandomCrop "relative_range"), at a
+            uniformly drawn position inside the image.
+        prob (float in [0, 1]): probability of cropping an image at all.
+        max_tries (int >= 1): windows drawn until one keeps at least one box centre; if none does
+            the image and boxes are returned unchanged (an image without boxes is always cropped).
+
+    Boxes (BoxList, xyxy pixel-inclusive) whose centre ``((x1 + x2) / 2, (y1 + y2) / 2)`` lies in
+    the window's pixels ``[left, right - 1] x [top, bottom - 1]`` are kept, shifted by
+    ``(-left, -top)`` and clipped to the window (``[0, w - 1] x [0, h - 1]``); the others are
+    dropped with their fields.
+    """
+
+    def __init__(self, relative_range, prob=1.0, max_tries=10):
+        self.relative_range = tuple(float(v) for v in relative_range)
+        if len(self.relative_range) != 2 or not all(0 < v <= 1 for v in self.relative_range):
+            raise ValueError("relative_range must be 2 floats in (0, 1], got {}".format(relative_range))
+        if not 0 <= prob <= 1:
+            raise ValueError("prob must be in [0, 1], got {}".format(prob))
+        if max_tries < 1:
+            raise ValueError("max_tries must be >= 1, got {}".format(max_tries))
+        self.prob, self.max_tries = prob, int(max_tries)
+
+    def get_window(self, width, height):
+        """A random window (left, top, right, bottom) in pixels, right/bottom exclusive."""
+        crop_h = max(1, int(round(height * random.uniform(self.relative_range[0], 1.0))))
+        crop_w = max(1, int(round(width * random.uniform(self.relative_range[1], 1.0))))
+        top, left = random.randint(0, height - crop_h), random.randint(0, width - crop_w)
+        return left, top, left + crop_w, top + crop_h
+
+    def __call__(self, image, target):
+        if random.random() >= self.prob:
+            return image, target
+        width, height = _image_size(image)
+        boxes = target.convert("xyxy").bbox
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        for _ in range(self.max_tries):
+            left, top, right, bottom = window = self.get_window(width, height)
+            keep = (cx >= left) & (cx <= right - 1) & (cy >= top) & (cy <= bottom - 1)
+            if len(boxes) == 0 or bool(keep.any()):
+                return crop_image(image, window), crop_boxes(target, window, keep)
+        return image, target
+
+    def __repr__(self):
+        return "{}(relative_range={}, prob={}, max_tries={})".format(self.__class__.__name__, self.relative_range,
+                                                                    self.prob, self.max_tries)
+
+
+def crop_image(image, window):
+    """``image`` (PIL image or [..., H, W] tensor) cut to ``window`` = (left, top, right, bottom)."""
+    left, top, right, bottom = window
+    if isinstance(image, torch.Tensor):
+        return image[..., top:bottom, left:right]
+    return image.crop(window)
+
+
+def crop_boxes(target, window, keep):
+    """The boxes of BoxList ``target`` selected by bool Tensor[N] ``keep``, for the crop ``window``.
+
+    Returns a new BoxList of size (right - left, bottom - top), in ``target``'s mode: coordinates
+    shifted by (-left, -top) and clamped to [0, w - 1] x [0, h - 1] (pixel-inclusive); fields
+    selected alike.
+    """
+    return target[keep].crop(window).clip_to_image(remove_empty=False)
 
 
 class RandomHorizontalFlip(object):
