@@ -3,7 +3,15 @@
 Predictions are BoxLists, one per dataset index, in any image size: each is resized to the image's
 original (width, height) from ``dataset.get_img_info(index)`` and converted to COCO's ``xywh``
 (legacy pixel convention of BoxList: ``w = x2 - x1 + 1``). Labels are contiguous ids (1..K) and are
-mapped back to json category ids with ``dataset.contiguous_category_id_to_json_id``.
+mapped back to json category ids with ``dataset.contiguous_category_id_to_json_id`` (json ids need
+not be contiguous: 3, 7, 12 works); a label outside 1..K is dropped with a warning that counts them.
+
+The images evaluated are the dataset's (``dataset.coco`` may list more): every index with a
+prediction, images without ground truth included (negatives: a detection there is a false
+positive). An index whose prediction is None, or whose image the dataset could not read
+(``dataset.failures``), is left out with a warning naming the files. Category names come from the
+ground truth's categories; a name that several categories share gets its json id appended
+("car (id 7)") so that the per-class outputs keep one entry per category.
 
 Files written into ``output_folder`` (when it is not None) by :func:`do_coco_evaluation`:
 
@@ -27,7 +35,7 @@ import json
 import logging
 import math
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 import torch
@@ -66,11 +74,13 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
         raise NotImplementedError("FCOS predicts boxes only; iou_types {} are not supported".format(unsupported))
     logger.info("Preparing bbox results for COCO format")
     coco_results = {"bbox": prepare_for_coco_detection(predictions, dataset)}
+    img_ids = evaluated_image_ids(dataset, predictions)
     results = COCOResults(*iou_types)
     tables = []
     for iou_type in iou_types:
         json_file = os.path.join(output_folder, iou_type + ".json") if output_folder else None
-        coco_eval = evaluate_predictions_on_coco(dataset.coco, coco_results[iou_type], json_file, iou_type)
+        coco_eval = evaluate_predictions_on_coco(dataset.coco, coco_results[iou_type], json_file, iou_type,
+                                                 img_ids=img_ids)
         results.update(coco_eval)
         per_class = per_class_ap(coco_eval)
         tables.append(format_per_class_table(per_class))
@@ -95,37 +105,62 @@ def image_id_of(dataset, index):
     return dataset.ids[index]
 
 
+def evaluated_image_ids(dataset, predictions):
+    """The json image ids to evaluate: every dataset index except those whose prediction is None
+    or whose image could not be read (``dataset.failures``, when it has one); those are named in a
+    warning. Indices past the end of ``predictions`` count as images without detections."""
+    failures = getattr(dataset, "failures", None)
+    img_ids, left_out = [], []
+    for index in range(len(dataset)):
+        missing = index < len(predictions) and predictions[index] is None
+        if missing or (failures is not None and failures.is_unreadable(index)):
+            left_out.append(str(dataset.get_img_info(index).get("file_name", image_id_of(dataset, index))))
+        else:
+            img_ids.append(image_id_of(dataset, index))
+    if left_out:
+        logger.warning("%d of %d images are left out of the evaluation (unreadable or not predicted): %s%s",
+                       len(left_out), len(dataset), ", ".join(left_out[:10]), " ..." if len(left_out) > 10 else "")
+    return img_ids
+
+
 def prepare_for_coco_detection(predictions, dataset):
     """Detections in the COCO results format.
 
     Arguments:
-        predictions (list[BoxList]): index i holds the boxes of dataset index i, any image size and
-            mode, with fields "scores" [N] and "labels" [N] (contiguous category ids).
+        predictions (list[BoxList or None]): index i holds the boxes of dataset index i, any image
+            size and mode, with fields "scores" [N] and "labels" [N] (contiguous category ids 1..K);
+            None for an image that was not predicted.
         dataset: see :func:`do_coco_evaluation`.
 
     Returns:
         list[dict]: ``{"image_id", "category_id" (json id), "bbox": [x, y, w, h] in pixels of the
-        original image, "score"}``; images without predictions contribute nothing.
+        original image, "score"}``; images without predictions contribute nothing, nor do labels
+        outside 1..K (counted in a warning).
     """
-    coco_results = []
+    coco_results, unknown = [], Counter()
+    to_json_id = dataset.contiguous_category_id_to_json_id
     for index, prediction in enumerate(predictions):
-        if len(prediction) == 0:
+        if prediction is None or len(prediction) == 0:
             continue
         info = dataset.get_img_info(index)
         prediction = prediction.resize((info["width"], info["height"])).convert("xywh")
         image_id = image_id_of(dataset, index)
         boxes = prediction.bbox.tolist()
         scores = prediction.get_field("scores").tolist()
-        labels = prediction.get_field("labels").tolist()
-        to_json_id = dataset.contiguous_category_id_to_json_id
-        coco_results.extend(
-            {"image_id": image_id, "category_id": to_json_id[int(label)], "bbox": box, "score": score}
-            for box, score, label in zip(boxes, scores, labels)
-        )
+        for box, score, label in zip(boxes, scores, prediction.get_field("labels").tolist()):
+            if int(label) in to_json_id:
+                coco_results.append({"image_id": image_id, "category_id": to_json_id[int(label)], "bbox": box,
+                                     "score": score})
+            else:
+                unknown[int(label)] += 1
+    if unknown:
+        logger.warning("Dropped %d detections whose labels %s are not among the dataset's %d categories "
+                       "(labels 1..%d): does MODEL.FCOS.NUM_CLASSES match the dataset?", sum(unknown.values()),
+                       sorted(unknown), len(to_json_id), len(to_json_id))
     return coco_results
 
 
-def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file=None, iou_type="bbox"):
+def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file=None, iou_type="bbox", img_ids=None):
     """Run pycocotools' COCOeval (evaluate, accumulate, summarize) on a list of COCO-format results.
 
     Arguments:
@@ -133,6 +168,7 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file=None, i
         coco_results (list[dict]): see :func:`prepare_for_coco_detection`; may be empty (all AP 0).
         json_result_file (str or None): where to save ``coco_results`` as json.
         iou_type (str): "bbox".
+        img_ids (list or None): the json image ids to evaluate; None: all of ``coco_gt``.
 
     Returns:
         COCOeval, summarized (``stats`` holds the twelve numbers, ``eval`` the accumulated arrays).
@@ -143,6 +179,8 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file=None, i
     with contextlib.redirect_stdout(captured):
         coco_dt = _load_results(coco_gt, coco_results)
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+        if img_ids is not None:
+            coco_eval.params.imgIds = sorted(img_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
@@ -175,15 +213,20 @@ def per_class_ap(coco_eval):
     """
     precision = coco_eval.eval["precision"]  # [T iou thresholds, R recalls, K classes, A areas, M max dets]
     out = OrderedDict()
-    for k, cat_id in enumerate(coco_eval.params.catIds):
+    names = category_names(coco_eval.cocoGt, coco_eval.params.catIds)
+    for k, name in enumerate(names):
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
-        out[_category_name(coco_eval.cocoGt, cat_id)] = float(p.mean()) if p.size else float("nan")
+        out[name] = float(p.mean()) if p.size else float("nan")
     return out
 
 
-def _category_name(coco_gt, cat_id):
-    return str(coco_gt.cats.get(cat_id, {}).get("name", cat_id))
+def category_names(coco_gt, cat_ids):
+    """The name of each json category id in ``cat_ids`` (the id itself when it has none), made unique:
+    a name shared by several categories gets " (id N)" appended."""
+    names = [str(coco_gt.cats.get(c, {}).get("name", c)) for c in cat_ids]
+    counts = Counter(names)
+    return [name if counts[name] == 1 else "{} (id {})".format(name, c) for name, c in zip(names, cat_ids)]
 
 
 def format_per_class_table(per_class, columns=3):
@@ -228,7 +271,7 @@ def compute_thresholds_for_classes(coco_eval, output_folder=None):
         cat_ids = [int(c) for c in coco_eval.params.catIds]
         _write_json(os.path.join(output_folder, "thresholds.json"), {
             "category_ids": cat_ids,
-            "names": [_category_name(coco_eval.cocoGt, c) for c in cat_ids],
+            "names": category_names(coco_eval.cocoGt, cat_ids),
             "thresholds": [float(t) for t in thresholds],
             "f_measures": [float(f) for f in max_f],
         })
@@ -286,7 +329,7 @@ def evaluate_box_proposals(predictions, dataset, thresholds=None, area="all", li
         size = (info["width"], info["height"])
         gt_boxes = _proposal_gt_boxes(dataset, index, size, area_range)
         num_pos += len(gt_boxes)
-        if len(gt_boxes) == 0 or len(prediction) == 0:
+        if len(gt_boxes) == 0 or prediction is None or len(prediction) == 0:
             continue
         prediction = prediction.resize(size)
         prediction = prediction[prediction.get_field("objectness").argsort(descending=True)]
