@@ -5,6 +5,9 @@ Runs in one process, or in several with ``torchrun --nproc_per_node=N tools/trai
 or ``python -m torch.distributed.launch --nproc_per_node=N tools/train_net.py ...``
 (``--local_rank``, ``--local-rank`` and the LOCAL_RANK variable all work). SOLVER.IMS_PER_BATCH is
 the global batch. Running the same command again resumes from OUTPUT_DIR/last_checkpoint.
+After training, DATASETS.TEST is evaluated (unless --skip-test; with SOLVER.TEST_PERIOD > 0 the
+evaluation at MAX_ITER already was that test). A test that cannot run exits non-zero with a
+message that names the saved model.
 The work is done by :mod:`fcos_core.engine.launch` and :mod:`fcos_core.engine.defaults`.
 """
 import sys
@@ -13,6 +16,7 @@ from fcos_core.engine.defaults import run_test, train
 from fcos_core.engine.launch import (
     config_from_args, default_argument_parser, setup_distributed, setup_run, teardown_distributed,
 )
+from fcos_core.engine.periodic_eval import evaluate_after_training, tested_during_training
 from fcos_core.utils.comm import get_rank
 from fcos_core.utils.env import seed_all_rng
 
@@ -28,8 +32,8 @@ def main(argv=None):
     seed_all_rng(cfg.SEED + get_rank())
     logger = setup_run(cfg)
     model = train(cfg, args.local_rank, distributed, logger)
-    if not args.skip_test:
-        run_test(cfg, model, distributed)
+    if not args.skip_test and not tested_during_training(cfg):
+        evaluate_after_training(lambda: run_test(cfg, model, distributed), cfg.OUTPUT_DIR, logger)
     teardown_distributed(distributed)
     return 0
 

@@ -1,5 +1,6 @@
 """What a training checkpoint holds besides model, optimizer and scheduler, written and read back in
-one place: the iteration (``arguments``), the random state, and the float16 gradient scaler's state.
+one place: the iteration (``arguments``), the random state, the float16 gradient scaler's state,
+and the best evaluation so far (SOLVER.TEST_PERIOD; see :mod:`fcos_core.engine.periodic_eval`).
 
 :func:`resume_state` is what :func:`fcos_core.engine.trainer.do_train` passes to
 ``checkpointer.save``; :func:`restore_resume_state` reads the ``extra`` dict that
@@ -10,6 +11,7 @@ from fcos_core.utils.rng import rng_state, set_rng_state
 ITERATION = "iteration"
 RNG_STATE = "rng_state"
 SCALER = "scaler"
+BEST = "best"  # {"value": float, "dataset": str, "metric": "AP", "iteration": int} of model_best.pth
 
 
 def resume_state(arguments, grad_scaler=None, iteration=None):
@@ -25,9 +27,13 @@ def resume_state(arguments, grad_scaler=None, iteration=None):
 
 def restore_resume_state(extra, grad_scaler=None):
     """Restore the random state and ``grad_scaler`` from a loaded checkpoint's ``extra`` dict, when it
-    holds them; returns the ``arguments`` dict to train on with ({"iteration": 0} for a fresh start)."""
+    holds them; returns the ``arguments`` dict to train on: {"iteration": 0} for a fresh start, with
+    "best" (the best evaluation so far) when the checkpoint holds one."""
     if RNG_STATE in extra:
         set_rng_state(extra[RNG_STATE])
     if grad_scaler is not None and SCALER in extra:
         grad_scaler.load_state_dict(extra[SCALER])
-    return {ITERATION: int(extra.get(ITERATION, 0))}
+    arguments = {ITERATION: int(extra.get(ITERATION, 0))}
+    if isinstance(extra.get(BEST), dict):
+        arguments[BEST] = dict(extra[BEST])
+    return arguments

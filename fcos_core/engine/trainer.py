@@ -1,6 +1,7 @@
 """The training loop: iteration-based, with periodic atomic checkpoints, smoothed logging, JSON-lines
-metrics, a progress bar on terminals, and a stop (after saving the last good state) when a loss
-stops being finite.
+metrics (and TensorBoard scalars through an event writer), periodic evaluation through a callable, a
+progress bar on terminals, and a stop (after saving the last good state) when a loss stops being
+finite.
 
 :func:`do_train` takes its settings as one :class:`TrainOptions` (built from the config by
 :func:`make_train_options`); what a checkpoint holds for resuming is :mod:`fcos_core.engine.resume`'s.
@@ -30,7 +31,8 @@ class TrainOptions(NamedTuple):
     amp_dtype: torch.float16 / torch.bfloat16 for autocast, or None for float32.
     clip_grad_norm: clip the global gradient norm to this when > 0. channels_last: batches in NHWC.
     log_period: log every this many iterations (and at the last). metrics_path: JSON-lines file of
-    the logged iterations (rank 0), or None.
+    the logged iterations (rank 0), or None. test_period: call do_train's ``eval_fn`` every this
+    many iterations and at the last (0: never).
     """
 
     device: str = "cpu"
@@ -41,6 +43,7 @@ class TrainOptions(NamedTuple):
     channels_last: bool = False
     log_period: int = 20
     metrics_path: Optional[str] = None
+    test_period: int = 0
 
 
 def make_train_options(cfg, metrics_path=None):
@@ -54,6 +57,7 @@ def make_train_options(cfg, metrics_path=None):
         channels_last=cfg.SOLVER.CHANNELS_LAST,
         log_period=cfg.SOLVER.LOG_PERIOD,
         metrics_path=metrics_path,
+        test_period=cfg.SOLVER.TEST_PERIOD,
     )
 
 
@@ -71,7 +75,7 @@ def reduce_loss_dict(loss_dict):
 
 
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, options, grad_scaler=None,
-             logger=None):
+             logger=None, eval_fn=None, events=None):
     """Train until ``options.max_iter``, starting from ``arguments["iteration"]``.
 
     Args:
@@ -83,10 +87,16 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, 
         arguments (dict): {"iteration": int}; updated in place as training goes.
         options (TrainOptions): device, max_iter, AMP, clipping, logging, metrics file.
         grad_scaler: a ``torch.amp.GradScaler`` when training in float16.
+        eval_fn: ``eval_fn(iteration) -> {dataset: {metric: value}} or None``, called in every
+            process at each multiple of ``options.test_period`` and at ``max_iter``, before that
+            iteration's checkpoint (so the checkpoint holds what it put in ``arguments``); the
+            model is put back in train mode after it.
+        events: an :class:`fcos_core.utils.events.EventWriter` for the logged losses and lr.
 
     The metrics file receives one record per logged iteration (rank 0): "iteration", "lr", the
     median of each meter over its window (e.g. "loss") and under "latest" the meters' values of the
-    logged iteration itself (losses averaged over the processes).
+    logged iteration itself (losses averaged over the processes); and one record
+    {"iteration": i, "eval": what eval_fn returned} per evaluation that returned something.
 
     Raises:
         FloatingPointError: a loss became NaN or infinite, or (float32 / bfloat16) the gradients
@@ -132,12 +142,20 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, 
             lr = optimizer.param_groups[0]["lr"]
             progress.update(f"loss {meters.loss.median:.3f} lr {lr:.2e}")
             if iteration % options.log_period == 0 or iteration == max_iter:
-                _log(logger, meters, iteration, max_iter, lr, device, options.metrics_path)
+                _log(logger, meters, iteration, max_iter, lr, device, options.metrics_path, events)
+            if eval_fn is not None and _eval_due(iteration, options.test_period, max_iter):
+                record = eval_fn(iteration)
+                model.train()
+                if record:
+                    _append_record(options.metrics_path, {"iteration": iteration, "eval": record})
+                end = time.time()  # the evaluation is not an iteration's time
             period = options.checkpoint_period
             if period > 0 and iteration % period == 0 and iteration != max_iter:
                 checkpointer.save(f"model_{iteration:07d}", **resume_state(arguments, grad_scaler))
     finally:
         progress.close()
+        if events is not None:
+            events.flush()
     if iteration >= max_iter:
         checkpointer.save("model_final", **resume_state(arguments, grad_scaler))
     total_time = time.time() - start_time
@@ -203,16 +221,29 @@ def _stop_on_bad_loss(checkpointer, arguments, iteration, reduced, logger, grad_
     raise FloatingPointError(msg)
 
 
-def _log(logger, meters, iteration, max_iter, lr, device, metrics_path):
+def _eval_due(iteration, period, max_iter):
+    return period > 0 and (iteration % period == 0 or iteration == max_iter)
+
+
+def _append_record(metrics_path, record):
+    """Append ``record`` as one JSON line to ``metrics_path`` (rank 0; nothing when it is None)."""
+    if metrics_path and get_rank() == 0:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _log(logger, meters, iteration, max_iter, lr, device, metrics_path, events=None):
     eta_seconds = meters.time.global_avg * (max_iter - iteration)
     eta = str(datetime.timedelta(seconds=int(eta_seconds)))
     mem = peak_memory_mb(device)
     logger.info(
         "eta: %s  iter: %d  %s  lr: %.6f  max mem: %.0f MB", eta, iteration, str(meters), lr, mem
     )
-    if metrics_path and get_rank() == 0:
-        record = {"iteration": iteration, "lr": lr, "eta_seconds": eta_seconds, "max_mem_mb": mem}
-        record.update({name: meter.median for name, meter in meters.meters.items()})
-        record["latest"] = {name: meter.latest for name, meter in meters.meters.items()}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    losses = {name: meter.median for name, meter in meters.meters.items()}
+    record = {"iteration": iteration, "lr": lr, "eta_seconds": eta_seconds, "max_mem_mb": mem, **losses}
+    record["latest"] = {name: meter.latest for name, meter in meters.meters.items()}
+    _append_record(metrics_path, record)
+    if events is not None:
+        events.add_scalars({"train/" + name: value for name, value in losses.items() if name.startswith("loss")},
+                           iteration)
+        events.add_scalars({"train/lr": lr, "train/time": losses["time"]}, iteration)
