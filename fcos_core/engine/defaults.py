@@ -13,12 +13,14 @@ from fcos_core.data import make_data_loader
 from fcos_core.data.datasets.coco import data_skip_counts
 from fcos_core.engine.bbox_aug import make_bbox_aug_fn
 from fcos_core.engine.inference import inference, make_inference_options
+from fcos_core.engine.periodic_eval import make_periodic_evaluator
 from fcos_core.engine.resume import restore_resume_state
 from fcos_core.engine.trainer import do_train, make_train_options
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.solver import make_lr_scheduler, make_optimizer
 from fcos_core.utils.checkpoint import DetectronCheckpointer
 from fcos_core.utils.comm import get_rank, get_world_size, synchronize
+from fcos_core.utils.events import make_event_writer
 from fcos_core.utils.loss_curves import plot_loss_curves
 
 
@@ -55,7 +57,12 @@ def _per_process_buffers():
 
 def train(cfg, local_rank, distributed, logger=None):
     """Train as ``cfg`` says, resuming from OUTPUT_DIR/last_checkpoint when there is one (else from
-    MODEL.WEIGHT); writes checkpoints, metrics.json and loss_curves.png under OUTPUT_DIR.
+    MODEL.WEIGHT); writes checkpoints, metrics.json and loss_curves.png under OUTPUT_DIR, and with
+    SOLVER.TEST_PERIOD evaluates during training and keeps model_best.pth (engine/periodic_eval.py);
+    TensorBoard files under OUTPUT_DIR/tensorboard when the package is installed.
+
+    Raises:
+        EvaluationError: the evaluation at MAX_ITER (SOLVER.TEST_PERIOD) failed; model_final is saved.
 
     Returns:
         the trained model (DDP-wrapped when ``distributed``).
@@ -75,14 +82,20 @@ def train(cfg, local_rank, distributed, logger=None):
     if arguments["iteration"] >= cfg.SOLVER.MAX_ITER:
         logger.info("Already trained for %d iterations (SOLVER.MAX_ITER); nothing to do", arguments["iteration"])
         return model
+    events = make_event_writer(output_dir, get_rank() == 0, arguments["iteration"], logger)
+    evaluator = make_periodic_evaluator(cfg, lambda: run_test(cfg, model, distributed), checkpointer, arguments,
+                                        scaler, events, logger)
     do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, options, grad_scaler=scaler,
-             logger=logger)
+             logger=logger, eval_fn=evaluator, events=events)
+    events.close()
     skips = data_skip_counts(data_loader.dataset)
     if skips:
         logger.warning("Training data skipped: %s", dict(skips))
     if get_rank() == 0 and metrics_path and os.path.exists(metrics_path):
         png = plot_loss_curves(metrics_path, os.path.join(output_dir, "loss_curves.png"))
         logger.info("Loss curves written to %s", png)
+    if evaluator is not None:
+        evaluator.finish()
     return model
 
 
@@ -92,6 +105,9 @@ def run_test(cfg, model, distributed):
 
     Returns:
         list: one evaluation result per dataset (rank 0; the others get None entries).
+
+    A dataset whose evaluation raises does not stop the others; the first error is raised at the end
+    (in the processes where it happened: all processes pass the same barriers either way).
     """
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
@@ -104,15 +120,23 @@ def run_test(cfg, model, distributed):
             os.makedirs(output_folders[i], exist_ok=True)
     loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
     options = make_inference_options(cfg)._asdict()
-    results = []
+    results, errors = [], []
     for folder, name, loader in zip(output_folders, cfg.DATASETS.TEST, loaders):
-        results.append(inference(
-            model, loader, dataset_name=name, iou_types=("bbox",), box_only=False, device=cfg.MODEL.DEVICE,
-            expected_results=cfg.TEST.EXPECTED_RESULTS,
-            expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL, output_folder=folder,
-            bbox_aug_fn=make_bbox_aug_fn(cfg), **options,
-        ))
+        try:
+            results.append(inference(
+                model, loader, dataset_name=name, iou_types=("bbox",), box_only=False, device=cfg.MODEL.DEVICE,
+                expected_results=cfg.TEST.EXPECTED_RESULTS,
+                expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL, output_folder=folder,
+                bbox_aug_fn=make_bbox_aug_fn(cfg), **options,
+            ))
+        except Exception as exc:  # e.g. pycocotools on a broken json (rank 0 only): keep the barriers in step
+            logging.getLogger("fcos_core.inference").error("Evaluation of %s failed: %s: %s", name,
+                                                           type(exc).__name__, exc)
+            results.append(None)
+            errors.append(exc)
         synchronize()
+    if errors:
+        raise errors[0]
     return results
 
 
