@@ -17,7 +17,6 @@ Normalize as in training) instead of a torchvision pipeline without the cap; mas
 are not supported (FCOS predicts boxes only).
 """
 import json
-import sys
 
 import cv2
 import numpy as np
@@ -27,12 +26,15 @@ from torchvision.transforms import functional as F
 
 from fcos_core.config import load_config, resolve_device
 from fcos_core.data.transforms import Normalize, Resize
+from fcos_core.engine.classes import (
+    category_names, load_categories, print_warning, resolve_num_classes_for_inference,
+)
 from fcos_core.engine.coco_classes import COCO_CATEGORIES, COCO_THRESHOLDS_FOR_CLASSES, DEFAULT_THRESHOLD
 from fcos_core.engine.inference import make_inference_options, prepare_for_inference
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures import to_image_list
 from fcos_core.utils.amp import autocast_context
-from fcos_core.utils.checkpoint import DetectronCheckpointer
+from fcos_core.utils.checkpoint import CATEGORIES, DetectronCheckpointer
 from fcos_core.utils.visualizer import class_color, draw_boxes, draw_detections, draw_labels, label_texts
 
 __all__ = ["COCODemo", "DemoTransform", "COCO_CATEGORIES", "COCO_THRESHOLDS_FOR_CLASSES",
@@ -85,25 +87,23 @@ class COCODemo(object):
         min_image_size (int or None): short side fed to the model, pixels (None:
             INPUT.MIN_SIZE_TEST); the long side is capped at INPUT.MAX_SIZE_TEST.
         categories (list[str] or None): names indexed by label, background first (C + 1 names,
-            C = MODEL.FCOS.NUM_CLASSES - 1); default :data:`COCO_CATEGORIES`.
+            C = MODEL.FCOS.NUM_CLASSES - 1); None: the checkpoint's "categories", else
+            ``default_names``, else :data:`COCO_CATEGORIES` for an 80-class model, else "class 1", ...
+            (see :func:`fcos_core.engine.classes.category_names`).
+        default_names (list[str] or None): names by label without the background (e.g. of a
+            thresholds.json), used when neither ``categories`` nor the checkpoint name the classes.
+
+    MODEL.FCOS.NUM_CLASSES 0 takes the class count of the checkpoint MODEL.WEIGHT.
     """
 
     CATEGORIES = COCO_CATEGORIES
 
     def __init__(self, cfg, confidence_thresholds_for_classes=None, show_mask_heatmaps=False,
-                 masks_per_dim=2, min_image_size=224, categories=None):
+                 masks_per_dim=2, min_image_size=224, categories=None, default_names=None):
         if show_mask_heatmaps:
             raise ValueError("show_mask_heatmaps: FCOS predicts boxes only, there are no masks to show")
-        self.cfg = cfg.clone()
-        self.categories = list(categories) if categories is not None else list(COCO_CATEGORIES)
+        self.cfg = cfg = resolve_num_classes_for_inference(cfg.clone(), cfg.MODEL.WEIGHT)
         num_classes = cfg.MODEL.FCOS.NUM_CLASSES - 1
-        if len(self.categories) != num_classes + 1:
-            raise ValueError(
-                "{} category names (background included) for a model of {} classes "
-                "(MODEL.FCOS.NUM_CLASSES {}); pass the dataset's categories (demo scripts: "
-                "--categories-from instances.json)".format(len(self.categories), num_classes, num_classes + 1))
-        self.confidence_thresholds_for_classes = self._thresholds_tensor(
-            confidence_thresholds_for_classes, num_classes)
         self.show_mask_heatmaps = show_mask_heatmaps
         self.masks_per_dim = masks_per_dim
         self.min_image_size = min_image_size if min_image_size else cfg.INPUT.MIN_SIZE_TEST
@@ -114,7 +114,10 @@ class COCODemo(object):
         model.eval()
         model.to(self.device)
         checkpointer = DetectronCheckpointer(self.cfg, model, save_dir=cfg.OUTPUT_DIR)
-        checkpointer.load(cfg.MODEL.WEIGHT, use_latest=False)
+        extra = checkpointer.load(cfg.MODEL.WEIGHT, use_latest=False)
+        self.categories = self._categories(categories, extra.get(CATEGORIES), default_names, num_classes)
+        self.confidence_thresholds_for_classes = self._thresholds_tensor(
+            confidence_thresholds_for_classes, num_classes)
         # TEST.FUSE_FROZEN_BN / TEST.AMP / TEST.AMP_DTYPE: self.model is the inference model (with
         # folded norms its state dict is not a checkpoint's; the demo never saves it)
         self.inference_options = make_inference_options(self.cfg, self.device)
@@ -123,6 +126,18 @@ class COCODemo(object):
 
         self.transforms = self.build_transform()
         # multiplied by the label, modulo 255, to give each class its own colour
+
+    @staticmethod
+    def _categories(categories, checkpoint_names, default_names, num_classes):
+        """The class names (background first): ``categories``, else as :func:`category_names` picks."""
+        if categories is None:
+            return category_names(num_classes, names=default_names, checkpoint_names=checkpoint_names)
+        if len(categories) != num_classes + 1:
+            raise ValueError(
+                "{} category names (background included) for a model of {} classes "
+                "(MODEL.FCOS.NUM_CLASSES {}); pass the dataset's categories (demo scripts: "
+                "--categories-from instances.json)".format(len(categories), num_classes, num_classes + 1))
+        return list(categories)
 
     def _thresholds_tensor(self, thresholds, num_classes):
         """``thresholds`` (see the class docstring) as a float Tensor [num_classes]."""
@@ -218,15 +233,6 @@ class COCODemo(object):
         return image
 
 
-def load_categories(json_file):
-    """Category names of a COCO json, in contiguous-label order (sorted ids), background first."""
-    with open(json_file) as f:
-        categories = json.load(f).get("categories")
-    if not categories:
-        raise ValueError("{}: no 'categories' list".format(json_file))
-    return ["__background"] + [c.get("name", str(c["id"])) for c in sorted(categories, key=lambda c: c["id"])]
-
-
 def load_thresholds_file(path, fallback=DEFAULT_THRESHOLD):
     """Per-class thresholds from the ``thresholds.json`` written by COCO evaluation.
 
@@ -247,26 +253,6 @@ def load_thresholds_file(path, fallback=DEFAULT_THRESHOLD):
     return thresholds, names
 
 
-def _warn(message):
-    print("warning: " + message, file=sys.stderr)
-
-
-def category_names(num_classes, categories_from=None, names=None):
-    """Class names of a model of ``num_classes`` classes, background first.
-
-    From the COCO json ``categories_from``, else ``names`` (e.g. of a thresholds.json), else
-    :data:`COCO_CATEGORIES` for an 80-class model, else "class 1", "class 2", ... (with a warning).
-    """
-    if categories_from:
-        return load_categories(categories_from)
-    if names:
-        return ["__background"] + list(names)
-    if num_classes + 1 == len(COCO_CATEGORIES):
-        return list(COCO_CATEGORIES)
-    _warn("the model has {} classes, not COCO's 80; pass --categories-from for their names".format(num_classes))
-    return ["__background"] + ["class {}".format(i) for i in range(1, num_classes + 1)]
-
-
 def build_coco_demo(config_file, opts=(), weights=None, thresholds=None, thresholds_file=None,
                     categories_from=None, min_image_size=None):
     """A :class:`COCODemo` from a config file and the demo scripts' options.
@@ -276,19 +262,20 @@ def build_coco_demo(config_file, opts=(), weights=None, thresholds=None, thresho
         weights (str or None): path, URL or model-zoo name; wins over MODEL.WEIGHT.
         thresholds (list[float] or None): one value for all classes or one per class.
         thresholds_file (str or None): a thresholds.json of an evaluation (wins over ``thresholds``).
-        categories_from (str or None): a COCO json naming the classes.
+        categories_from (str or None): a COCO json naming the classes; without it the checkpoint's
+            "categories" name them (else the thresholds file's names, else COCO's for 80 classes).
         min_image_size (int or None): short side fed to the model (None or 0: INPUT.MIN_SIZE_TEST).
     """
     opts = list(opts) + (["MODEL.WEIGHT", weights] if weights else [])
     cfg = load_config(config_file, opts)
     weight = cfg.MODEL.WEIGHT
     if not weight or weight.startswith("catalog://ImageNetPretrained"):
-        _warn("MODEL.WEIGHT is {!r}: the detector is untrained; pass --weights model.pth".format(weight))
+        print_warning("MODEL.WEIGHT is {!r}: the detector is untrained; pass --weights model.pth".format(weight))
     names = None
     if thresholds_file:
         thresholds, names = load_thresholds_file(thresholds_file)
     elif isinstance(thresholds, (list, tuple)):
         thresholds = (thresholds[0] if len(thresholds) == 1 else thresholds) if thresholds else None
-    categories = category_names(cfg.MODEL.FCOS.NUM_CLASSES - 1, categories_from, names)
-    return COCODemo(cfg, confidence_thresholds_for_classes=thresholds,
-                    min_image_size=min_image_size, categories=categories)
+    categories = load_categories(categories_from) if categories_from else None
+    return COCODemo(cfg, confidence_thresholds_for_classes=thresholds, min_image_size=min_image_size,
+                    categories=categories, default_names=names)

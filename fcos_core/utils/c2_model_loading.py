@@ -118,6 +118,42 @@ def convert_torchvision_state_dict(state_dict):
     return torchvision_resnet_to_body(state_dict)
 
 
+def rename_deformable_conv_weights(state_dict, model_keys):
+    """ImageNet weights of the 3x3 convs that the model made deformable, under the model's names.
+
+    A deformable ``conv2`` of a ResNet stage (MODEL.RESNETS.STAGE_WITH_DCN) is a ``DFConv2d``: its
+    kernel is ``layerN.M.conv2.conv.weight``, where an ImageNet file (Detectron ``.pkl`` or
+    torchvision, after renaming to body names) has ``layerN.M.conv2.weight``. As the original's
+    ``_rename_conv_weights_for_deformable_conv_layers``, those are renamed, so the deformable convs
+    start from the ImageNet kernels (their offset convs keep their own initialisation).
+
+    Args:
+        state_dict: body-named ImageNet weights (``layer2.0.conv2.weight``, ...).
+        model_keys: the model's state-dict keys (``backbone.body.layer2.0.conv2.conv.weight``, ...).
+
+    Returns:
+        (OrderedDict, list[str]): the renamed state dict (tensors shared) and the renamed keys' old names.
+    """
+    deformable = set()
+    for key in model_keys:
+        match = _DEFORMABLE_KERNEL.search(key)
+        if match:
+            deformable.add(match.group(1))
+    out, renamed = OrderedDict(), []
+    for key, value in state_dict.items():
+        stem, dot, leaf = key.rpartition(".")
+        if stem in deformable and leaf in ("weight", "bias"):
+            out[f"{stem}.conv.{leaf}"] = value
+            renamed.append(key)
+        else:
+            out[key] = value
+    return out, renamed
+
+
+# ``layerN.M.conv2`` of a model key ``...layerN.M.conv2.conv.weight`` (a DFConv2d's kernel)
+_DEFORMABLE_KERNEL = re.compile(r"(?:^|\.)(layer\d+\.\d+\.conv\d)\.conv\.weight$")
+
+
 def looks_like_torchvision_classifier(state_dict):
     """True for a torchvision ResNet/ResNeXt/MobileNetV2 ImageNet state dict."""
     keys = set(state_dict.keys())

@@ -4,6 +4,12 @@ Files are written atomically (a temporary file in the same folder, then ``os.rep
 crash never leaves a half-written file behind ``last_checkpoint``. Loading never runs code
 from a file: ``.pth`` files go through ``torch.load(weights_only=True)``, Detectron ``.pkl``
 files through a restricted unpickler.
+
+Resume versus fine-tune (:meth:`Checkpointer.resume_or_load`, as detectron2's): when ``save_dir``
+has a ``last_checkpoint`` everything is restored from it (model, optimizer, scheduler, iteration)
+and MODEL.WEIGHT is ignored; otherwise MODEL.WEIGHT gives the weights only, and a classifier of
+another class count is left at the model's initialisation. Checkpoints carry the class names
+(``"categories"``: background first) when the checkpointer was given them.
 """
 import logging
 import os
@@ -16,11 +22,16 @@ from fcos_core.utils.c2_model_loading import (
     convert_torchvision_state_dict,
     load_c2_format,
     looks_like_torchvision_classifier,
+    rename_deformable_conv_weights,
 )
-from fcos_core.utils.model_serialization import load_state_dict, strip_prefix_if_present
+from fcos_core.utils.model_serialization import check_backbone_init, load_state_dict, strip_prefix_if_present
 from fcos_core.utils.model_zoo import resolve_weight
 
 LAST_CHECKPOINT = "last_checkpoint"
+CATEGORIES = "categories"  # class names in a checkpoint, by contiguous label, background first
+# the FCOS classifier: the only tensors whose shape depends on the number of classes
+CLASSIFIER_KEYS = ("rpn.head.cls_logits.weight", "rpn.head.cls_logits.bias")
+_NOT_EXTRA = ("model", "optimizer", "scheduler", "_by_suffix")
 
 
 def atomic_torch_save(obj, path):
@@ -65,15 +76,21 @@ def _unwrap(model):
 
 
 class Checkpointer:
-    """Save/load ``{"model", "optimizer", "scheduler", ...extra}`` dicts under ``save_dir``."""
+    """Save/load ``{"model", "optimizer", "scheduler", ...extra}`` dicts under ``save_dir``.
 
-    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None):
+    ``categories`` (list of str, background first, or None): written into every saved file as
+    ``"categories"`` so that tests, demos and exports name the classes without the dataset.
+    """
+
+    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
+                 categories=None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.save_dir = save_dir
         self.save_to_disk = save_to_disk
         self.logger = logger or logging.getLogger(__name__)
+        self.categories = list(categories) if categories is not None else None
 
     def save(self, name, tag_last=True, **kwargs):
         """Write ``<save_dir>/<name>.pth`` atomically and, with ``tag_last`` (the default), point
@@ -86,6 +103,8 @@ class Checkpointer:
             data["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
             data["scheduler"] = self.scheduler.state_dict()
+        if self.categories is not None:
+            data[CATEGORIES] = list(self.categories)
         data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", path)
@@ -94,11 +113,16 @@ class Checkpointer:
             self.tag_last_checkpoint(path)
         return path
 
-    def load(self, f=None, use_latest=True, strict=True):
+    def load(self, f=None, use_latest=True, strict=True, weights_only=False, reinit_on_mismatch=()):
         """Load the latest checkpoint of ``save_dir`` if there is one (and ``use_latest``), else ``f``.
 
+        With ``weights_only`` the model alone is loaded: the file's optimizer, scheduler and
+        training state are ignored and only its ``"categories"`` are returned.
+        ``reinit_on_mismatch``: model keys that may have another shape in the file (see
+        :func:`~fcos_core.utils.model_serialization.load_state_dict`).
+
         Returns what the file held besides model, optimizer and scheduler (an empty dict when
-        there was nothing to load), e.g. ``{"iteration": 1000}``.
+        there was nothing to load), e.g. ``{"iteration": 1000, "categories": [...]}``.
         """
         if use_latest and self.has_checkpoint():
             f = self.get_checkpoint_file()
@@ -107,12 +131,43 @@ class Checkpointer:
             return {}
         self.logger.info("Loading checkpoint from %s", f)
         checkpoint = self._load_file(f)
-        self._load_model(checkpoint, strict=strict, source=str(f))
+        self._load_model(checkpoint, strict=strict, source=str(f), reinit_on_mismatch=reinit_on_mismatch)
+        if weights_only:
+            return {CATEGORIES: checkpoint[CATEGORIES]} if CATEGORIES in checkpoint else {}
         if "optimizer" in checkpoint and self.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.pop("optimizer"))
         if "scheduler" in checkpoint and self.scheduler is not None:
             self.scheduler.load_state_dict(checkpoint.pop("scheduler"))
-        return {k: v for k, v in checkpoint.items() if k not in ("model", "optimizer", "scheduler", "_by_suffix")}
+        return {k: v for k, v in checkpoint.items() if k not in _NOT_EXTRA}
+
+    def resume_or_load(self, weight):
+        """Start a training run: resume, or initialise from ``weight`` (MODEL.WEIGHT) for fine-tuning.
+
+        When ``save_dir`` has a ``last_checkpoint``, everything is restored from the file it names
+        (model, optimizer, scheduler, iteration...) and ``weight`` is ignored, which the log says.
+        Otherwise ``weight`` (path, URL, catalog or model-zoo name, ImageNet file; may be empty)
+        gives the weights only: its optimizer, scheduler and iteration are not loaded (a fresh
+        schedule from iteration 0), and :data:`CLASSIFIER_KEYS` of another shape (another class
+        count) keep the model's initialisation (the FCOS head's, with MODEL.FCOS.PRIOR_PROB).
+
+        Returns:
+            dict: as :meth:`load` (no "iteration" when initialising from ``weight``).
+        """
+        if self.has_checkpoint():
+            last = self.get_checkpoint_file()
+            ignored = f"; MODEL.WEIGHT {weight} is ignored" if weight else ""
+            self.logger.info("Resuming from %s (OUTPUT_DIR has %s)%s", last, LAST_CHECKPOINT, ignored)
+            return self.load(last, use_latest=False)
+        if not weight:
+            self.logger.info("No checkpoint and no MODEL.WEIGHT: training from scratch")
+            return {}
+        self.logger.info("Initialising from %s (fine-tuning: its optimizer, schedule and iteration are not "
+                         "loaded; training starts at iteration 0)", weight)
+        return self.load(weight, use_latest=False, weights_only=True, reinit_on_mismatch=CLASSIFIER_KEYS)
+
+    def read(self, f):
+        """The file ``f`` as :meth:`load` sees it (``{"model": state_dict, ...}``), without loading it."""
+        return self._load_file(str(f))
 
     def has_checkpoint(self):
         return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT))
@@ -136,14 +191,42 @@ class Checkpointer:
             raise FileNotFoundError(f"checkpoint file not found: {f}")
         return safe_torch_load(f)
 
-    def _load_model(self, checkpoint, strict=True, source="checkpoint"):
+    def _load_model(self, checkpoint, strict=True, source="checkpoint", reinit_on_mismatch=()):
         state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"{source}: expected a state dict or {{'model': state_dict}}, found {type(state).__name__}")
-        by_suffix = bool(checkpoint.get("_by_suffix", False))
-        return load_state_dict(
-            _unwrap(self.model), state, strict=strict and not by_suffix, by_suffix=by_suffix, source=source
-        )
+        model = _unwrap(self.model)
+        if checkpoint.get("_by_suffix", False):
+            return self._init_backbone(model, state, source)
+        try:
+            return load_state_dict(model, state, strict=strict, source=source, reinit_on_mismatch=reinit_on_mismatch)
+        except RuntimeError as exc:
+            raise RuntimeError(str(exc) + _classifier_hint(model.state_dict(), state)) from None
+
+    def _init_backbone(self, model, state, source):
+        """ImageNet weights (body names) into the backbone body, by suffix; deformable convs take
+        the ImageNet kernels of the convs they replace; a file of another backbone is refused."""
+        model_keys = list(model.state_dict().keys())
+        state, renamed = rename_deformable_conv_weights(state, model_keys)
+        if renamed:
+            self.logger.info("%s: %d conv weights renamed for the deformable convs (%s -> %s, ...)", source,
+                             len(renamed), renamed[0], renamed[0][: -len(".weight")] + ".conv.weight")
+        report = load_state_dict(model, state, strict=False, by_suffix=True, source=source)
+        check_backbone_init(report, model_keys, source)
+        return report
+
+
+def _classifier_hint(model_state, state):
+    """A sentence for a file whose classifier has another class count than the model, else ""."""
+    key = CLASSIFIER_KEYS[1]
+    state = strip_prefix_if_present(state, "module.")
+    if key not in model_state or key not in state or tuple(state[key].shape) == tuple(model_state[key].shape):
+        return ""
+    in_file, in_model = int(state[key].shape[0]), int(model_state[key].shape[0])
+    return (f"\nThe file's classifier has {in_file} classes and the model {in_model} (MODEL.FCOS.NUM_CLASSES "
+            f"{in_model + 1}, background included): to run the file, set MODEL.FCOS.NUM_CLASSES {in_file + 1}; "
+            f"to fine-tune it to {in_model} classes, give it as MODEL.WEIGHT to tools/train_net.py with an "
+            "OUTPUT_DIR without last_checkpoint.")
 
 
 class DetectronCheckpointer(Checkpointer):

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from demo.predictor import COCODemo, load_categories, load_thresholds_file  # noqa: E402
+from demo.predictor import COCO_CATEGORIES, COCODemo, build_coco_demo, load_categories, load_thresholds_file  # noqa: E402
 from fcos_core.config import load_config  # noqa: E402
 from fcos_core.modeling.detector import build_detection_model  # noqa: E402
 
@@ -103,12 +103,47 @@ def test_compute_prediction_is_in_original_image_coordinates(tiny):
     assert np.array_equal(image, before)
 
 
-def test_category_and_threshold_count_must_match_the_model(tiny):
+def test_category_and_threshold_count_must_match_the_model(tiny, capsys):
     cfg = load_config(CONFIG, TINY_OPTS + ["MODEL.WEIGHT", tiny[0]])
     with pytest.raises(ValueError, match="categories"):
-        COCODemo(cfg, 0.5)  # COCO's 80 names for a 6-class model
+        COCODemo(cfg, 0.5, categories=COCO_CATEGORIES)  # COCO's 80 names for a 6-class model
     with pytest.raises(ValueError, match="thresholds"):
         COCODemo(cfg, [0.5, 0.5], categories=load_categories(tiny[1]))
+    # a checkpoint without names, no names given: numbered, with a warning
+    demo = COCODemo(cfg, 0.5)
+    assert demo.categories == ["__background"] + [f"class {i}" for i in range(1, 7)]
+    assert "--categories-from" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def named(tiny, tmp_path_factory):
+    """The tiny model saved as the trainer saves it: with its class names ("categories")."""
+    state = torch.load(tiny[0], weights_only=True)
+    path = tmp_path_factory.mktemp("named") / "named.pth"
+    torch.save(dict(state, categories=["__background"] + [n.upper() for n in NAMES]), path)
+    return str(path)
+
+
+def test_checkpoint_names_the_classes_without_categories_from(named, tiny, capsys):
+    cfg = load_config(CONFIG, TINY_OPTS + ["MODEL.WEIGHT", named])
+    assert COCODemo(cfg, 0.5).categories == ["__background"] + [n.upper() for n in NAMES]
+    assert "warning" not in capsys.readouterr().err
+    # --categories-from wins over the checkpoint
+    demo = build_coco_demo(CONFIG, TINY_OPTS, weights=named, categories_from=tiny[1])
+    assert demo.categories == ["__background"] + NAMES
+    # MODEL.FCOS.NUM_CLASSES 0: the count comes from the checkpoint too
+    auto = build_coco_demo(CONFIG, TINY_OPTS + ["MODEL.FCOS.NUM_CLASSES", "0"], weights=named)
+    assert auto.cfg.MODEL.FCOS.NUM_CLASSES == len(NAMES) + 1 and auto.categories[1] == NAMES[0].upper()
+
+
+def test_image_demo_takes_the_names_from_the_checkpoint(named, tmp_path):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _image(96, 128, seed=1))
+    out = tmp_path / "out"
+    res = _run("fcos_demo.py", "--config-file", CONFIG, "--weights", named, "--min-image-size", "0",
+               str(image), "--output", str(out), "--thresholds", "0.3", *TINY_OPTS)
+    assert res.returncode == 0, res.stderr
+    assert "categories-from" not in res.stderr and (out / "a.png").exists()
 
 
 def test_thresholds_file_from_evaluation(tmp_path):
