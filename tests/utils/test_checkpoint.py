@@ -1,4 +1,5 @@
 """Checkpoint saving/loading, weight-file formats and the refusal of files that would run code."""
+import math
 import os
 import pickle
 from collections import OrderedDict
@@ -243,3 +244,198 @@ def test_torchvision_mobilenet_v2_initialises_the_mnv2_body(tmp_path):
     # a block with expansion: torchvision conv.1.0 (depthwise) is our conv.3
     assert torch.equal(body.features[2].conv[3].weight, tv.features[2].conv[1][0].weight)
     assert torch.equal(body.features[0][0].weight, tv.features[0][0].weight)
+
+
+# --- fine-tuning versus resuming, with a tiny FCOS ---------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+TINY_FCOS = ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.CONV_BODY", "R-18-FPN-RETINANET",
+             "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CONVS", "1"]
+
+
+def _tiny_fcos(num_classes, prior_prob=0.01, seed=0, extra=()):
+    """(model, optimizer, scheduler) of a tiny FCOS with ``num_classes`` (background included)."""
+    from fcos_core.config import load_config
+    from fcos_core.modeling.detector import build_detection_model
+    from fcos_core.solver import make_lr_scheduler, make_optimizer
+
+    cfg = load_config(str(ROOT / "configs/fcos/fcos_R_50_FPN_1x.yaml"), TINY_FCOS + [
+        "MODEL.FCOS.NUM_CLASSES", str(num_classes), "MODEL.FCOS.PRIOR_PROB", str(prior_prob), *extra])
+    torch.manual_seed(seed)
+    model = build_detection_model(cfg)
+    optimizer = make_optimizer(cfg, model)
+    return model, optimizer, make_lr_scheduler(cfg, optimizer)
+
+
+def _trained_checkpoint(path, num_classes, iteration=500):
+    """Save a tiny FCOS as the trainer does after ``iteration`` steps: model, optimizer with momentum
+    buffers, scheduler, iteration and class names. Returns the model."""
+    model, optimizer, scheduler = _tiny_fcos(num_classes, seed=1)
+    _randomise(model, 2)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    for _ in range(iteration):
+        scheduler.step()
+    names = ["__background"] + [f"c{i}" for i in range(1, num_classes)]
+    path.parent.mkdir(exist_ok=True)
+    Checkpointer(model, optimizer, scheduler, str(path.parent), True, categories=names).save(path.stem, iteration=iteration)
+    return model
+
+
+def test_fine_tuning_to_another_class_count_reinitialises_only_the_classifier(tmp_path, caplog):
+    src = _trained_checkpoint(tmp_path / "src" / "coco.pth", num_classes=81)
+    (tmp_path / "src" / "last_checkpoint").unlink()
+    model, optimizer, scheduler = _tiny_fcos(5, prior_prob=0.05)
+    out = tmp_path / "out"
+    out.mkdir()
+    ck = DetectronCheckpointer(None, model, optimizer, scheduler, str(out), True)
+    with caplog.at_level("INFO"):
+        extra = ck.resume_or_load(str(tmp_path / "src" / "coco.pth"))
+    assert "iteration" not in extra and extra["categories"][1] == "c1"
+    assert scheduler.last_epoch == 0 and not optimizer.state  # a fresh schedule, no momentum
+    source, loaded = src.state_dict(), model.state_dict()
+    for key in loaded:
+        if not key.startswith("rpn.head.cls_logits."):
+            assert torch.equal(loaded[key], source[key]), key
+    # the FCOS head's own initialisation with MODEL.FCOS.PRIOR_PROB
+    bias, weight = model.rpn.head.cls_logits.bias, model.rpn.head.cls_logits.weight
+    assert torch.allclose(bias, torch.full((4,), -math.log(0.95 / 0.05)))
+    assert abs(weight.std().item() - 0.01) < 0.001 and weight.shape == (4, 64, 3, 3)
+    log = caplog.text
+    assert "Initialising from" in log and "not loaded" in log
+    assert "rpn.head.cls_logits.weight (model (4, 64, 3, 3), file (80, 64, 3, 3))" in log
+    assert "rpn.head.cls_logits.bias (model (4,), file (80,))" in log
+
+
+def test_resume_loads_everything_and_ignores_model_weight(tmp_path, caplog):
+    src = _trained_checkpoint(tmp_path / "model_0000500.pth", num_classes=5)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000500.pth"
+    model, optimizer, scheduler = _tiny_fcos(5)
+    ck = DetectronCheckpointer(None, model, optimizer, scheduler, str(tmp_path), True)
+    with caplog.at_level("INFO"):
+        extra = ck.resume_or_load("catalog://ImageNetPretrained/MSRA/R-50")  # never opened
+    assert extra["iteration"] == 500 and scheduler.last_epoch == 500 and optimizer.state
+    _assert_same_weights(src, model)
+    assert "Resuming from" in caplog.text and "MODEL.WEIGHT catalog://ImageNetPretrained/MSRA/R-50 is ignored" in caplog.text
+    # fine-tuning from the same file (no last_checkpoint): weights only
+    (tmp_path / "last_checkpoint").unlink()
+    model, optimizer, scheduler = _tiny_fcos(5)
+    extra = DetectronCheckpointer(None, model, optimizer, scheduler, str(tmp_path), True).resume_or_load(
+        str(tmp_path / "model_0000500.pth"))
+    assert "iteration" not in extra and scheduler.last_epoch == 0 and not optimizer.state
+    _assert_same_weights(src, model)
+
+
+def test_saved_checkpoints_carry_the_class_names(tmp_path):
+    model, optimizer, scheduler = _tiny_fcos(3)
+    names = ["__background", "cat", "dog"]
+    path = Checkpointer(model, optimizer, scheduler, str(tmp_path), True, categories=names).save("model_final", iteration=3)
+    assert torch.load(path, weights_only=True)["categories"] == names
+    extra = Checkpointer(_tiny_fcos(3)[0], save_dir=str(tmp_path)).load()
+    assert extra["categories"] == names and extra["iteration"] == 3
+
+
+@pytest.mark.parametrize("other", [
+    ["MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "128"],  # every FPN and head tensor of another shape
+    ["MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET"],  # another depth: missing and unused keys
+])
+def test_fine_tuning_refuses_a_checkpoint_of_another_architecture(tmp_path, other):
+    src, _, _ = _tiny_fcos(81, extra=other)
+    path = tmp_path / "other.pth"
+    torch.save({"model": src.state_dict()}, path)
+    model, optimizer, scheduler = _tiny_fcos(5)
+    ck = DetectronCheckpointer(None, model, optimizer, scheduler, str(tmp_path / "out"), True)
+    with pytest.raises(RuntimeError) as info:
+        ck.resume_or_load(str(path))
+    msg = str(info.value)
+    assert str(path) in msg and "does not fit the model" in msg
+    assert "backbone." in msg  # the first bad keys are named
+
+
+def test_running_a_checkpoint_of_another_class_count_says_which_number_to_set(tmp_path):
+    src, _, _ = _tiny_fcos(81)
+    path = tmp_path / "coco.pth"
+    torch.save({"model": src.state_dict()}, path)
+    with pytest.raises(RuntimeError) as info:
+        DetectronCheckpointer(None, _tiny_fcos(5)[0]).load(str(path), use_latest=False)
+    assert "80 classes and the model 4" in str(info.value) and "MODEL.FCOS.NUM_CLASSES 81" in str(info.value)
+
+
+# --- ImageNet initialisation of the deformable (dcnv2) stages ------------------------------------
+
+def _c2_name(key):
+    """Our ResNet body key -> the Detectron blob name (the inverse of rename_c2_resnet_key), or None."""
+    import re
+
+    if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+        return None
+    stem = {"stem.conv1.weight": "conv1_w", "stem.bn1.weight": "res_conv1_bn_s", "stem.bn1.bias": "res_conv1_bn_b"}
+    if key in stem:
+        return stem[key]
+    m = re.match(r"layer(\d)\.(\d+)\.(conv|bn|downsample\.)(\d)\.(weight|bias)$", key)
+    stage, block, kind, index, leaf = m.groups()
+    prefix = f"res{int(stage) + 1}_{block}_"
+    suffix = {"weight": "s", "bias": "b"}[leaf] if kind != "conv" and not (kind == "downsample." and index == "0") else "w"
+    if kind == "downsample.":
+        return prefix + ("branch1_w" if index == "0" else f"branch1_bn_{suffix}")
+    branch = "branch2" + "abc"[int(index) - 1]
+    return prefix + (f"{branch}_w" if kind == "conv" else f"{branch}_bn_{suffix}")
+
+
+@pytest.mark.parametrize("fmt", ["torchvision", "detectron"])
+def test_imagenet_weights_initialise_the_deformable_convs(tmp_path, fmt, caplog):
+    import torchvision
+
+    from fcos_core.config import load_config
+    from fcos_core.modeling.detector import build_detection_model
+
+    cfg = load_config(str(ROOT / "configs/fcos/fcos_imprv_dcnv2_R_50_FPN_1x.yaml"),
+                      ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64"])
+    torch.manual_seed(0)
+    model = build_detection_model(cfg)
+    offsets = {k: v.clone() for k, v in model.state_dict().items() if ".conv2.offset." in k}
+    assert len(offsets) == 2 * 13  # layer2..4 of an R-50: 4 + 6 + 3 deformable convs
+    tv = _randomise(torchvision.models.resnet50(weights=None), 7).state_dict()
+    if fmt == "torchvision":
+        path = tmp_path / "resnet50.pth"
+        torch.save(tv, path)
+    else:
+        from fcos_core.utils.imagenet_weights import torchvision_resnet_to_body
+
+        blobs = {_c2_name(k): v.numpy() for k, v in torchvision_resnet_to_body(tv).items() if _c2_name(k)}
+        path = tmp_path / "R-50.pkl"
+        with open(path, "wb") as f:
+            pickle.dump({"blobs": blobs}, f, protocol=2)
+    with caplog.at_level("INFO"):
+        DetectronCheckpointer(None, model).load(str(path), use_latest=False)
+    body = model.backbone.body
+    for stage in (2, 3, 4):
+        for i, block in enumerate(getattr(body, f"layer{stage}")):
+            assert torch.equal(block.conv2.conv.weight, tv[f"layer{stage}.{i}.conv2.weight"]), (stage, i)
+    assert torch.equal(body.layer1[0].conv2.weight, tv["layer1.0.conv2.weight"])  # a plain stage
+    for key, before in offsets.items():  # the offset convs keep their initialisation (zero bias)
+        assert torch.equal(model.state_dict()[key], before), key
+        if key.endswith("bias"):
+            assert not before.any()
+    assert "13 conv weights renamed for the deformable convs" in caplog.text
+    with torch.no_grad():  # the body runs on a small input
+        features = body(torch.rand(1, 3, 64, 64))
+    assert all(torch.isfinite(f).all() for f in features)
+
+
+def test_imagenet_weights_of_another_backbone_are_refused(tmp_path):
+    import torchvision
+
+    from fcos_core.config import load_config
+    from fcos_core.modeling.detector import build_detection_model
+
+    model = build_detection_model(load_config(str(ROOT / "configs/fcos/fcos_R_50_FPN_1x.yaml"), TINY_FCOS))  # R-18
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), path)
+    with pytest.raises(RuntimeError, match=r"mobilenet_v2.pth does not fit the backbone.*backbone\.body\.stem\.conv1\.weight"):
+        DetectronCheckpointer(None, model).load(str(path), use_latest=False)
+    path = tmp_path / "resnet34.pth"  # basic blocks for an R-18 with bottlenecks... and more blocks
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(RuntimeError, match=r"resnet34.pth does not fit the backbone.*layer1\.2\."):
+        DetectronCheckpointer(None, model).load(str(path), use_latest=False)
