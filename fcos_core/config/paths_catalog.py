@@ -30,10 +30,13 @@ class DatasetCatalog:
 
     * the keys of ``DATASETS``: COCO 2014/2017 splits, ``coco_2017_test-dev``, VOC 2007/2012
       splits (read from the VOC xml files) and their ``_cocostyle`` variants (COCO json);
-    * ``shapes_train`` / ``shapes_val``: the embedded synthetic dataset
+    * ``shapes_train`` / ``shapes_val`` / ``shapes_val_variant``: the embedded synthetic dataset
       (fcos_core/data/datasets/shapes.py), written under ``<data root>/shapes/{train,val}`` by its
       dataset class (fcos_core/data/datasets/embedded.py) the first time it is read (30-45 s on
-      two CPU cores for the default 1500 + 200 images). Environment
+      two CPU cores for the default 1500 + 200 images). ``shapes_val_variant``: 300 images of the
+      same classes drawn by a second renderer (fcos_core/data/datasets/shapes_variant.py: JPEG,
+      noise, blur, other clutter), under ``<data root>/shapes/val_variant``, for measuring
+      generalisation only (docs/augmentation.md). Environment
       variable ``FCOS_SHAPES_NUM_IMAGES`` (an integer) overrides the number of images of every
       shapes split, e.g. for quick tests; a folder made with another count or seed is replaced;
     * any COCO-format dataset on disk, without editing code: ``"<annotations.json>:<image folder>"``,
@@ -81,6 +84,9 @@ class DatasetCatalog:
     SHAPES = {
         "shapes_train": {"split": "train", "num_images": 1500, "seed": 1},
         "shapes_val": {"split": "val", "num_images": 200, "seed": 2},
+        # the same classes drawn by a second renderer (evaluation only: never in DATASETS.TRAIN)
+        "shapes_val_variant": {"split": "val_variant", "num_images": 300, "seed": 3,
+                               "factory": "ShapesVariantDataset"},
     }
     JSON_SEPARATOR = ".json:"
 
@@ -153,7 +159,8 @@ class DatasetCatalog:
                 msg = "FCOS_SHAPES_NUM_IMAGES must be an integer, got {!r}".format(override)
                 raise ValueError(msg) from None
         out_dir = os.path.join(DatasetCatalog.data_dir(), "shapes", attrs["split"])
-        return dict(factory="ShapesDataset", args=dict(out_dir=out_dir, num_images=num_images, seed=attrs["seed"]))
+        factory = attrs.get("factory", "ShapesDataset")
+        return dict(factory=factory, args=dict(out_dir=out_dir, num_images=num_images, seed=attrs["seed"]))
 
 
 class ModelCatalog:
