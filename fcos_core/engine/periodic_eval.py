@@ -125,6 +125,7 @@ class PeriodicEvaluator:
         self.load_picture_dataset, self.output_dir, self.num_pictures = load_picture_dataset, output_dir, num_pictures
         self.logger = logger or logging.getLogger("fcos_core.trainer")
         self.final_error = None
+        self._logged_error = None  # the last error logged with its traceback (repeats are not)
         self._picture_dataset = None
         self._check_restored_best()
 
@@ -176,7 +177,10 @@ class PeriodicEvaluator:
             msg += " model_final.pth is saved next, then the run stops with this error."
         else:
             msg += " Training goes on; checkpoints are written as usual."
-        self.logger.error(msg, exc_info=exc)
+        again = self._logged_error == (type(exc), str(exc))
+        self._logged_error = (type(exc), str(exc))
+        self.logger.error(msg + (" (The same error as before: its traceback is above.)" if again else ""),
+                          exc_info=None if again else exc)
 
     def _log_and_keep_best(self, iteration, record):
         name = self.dataset_names[0]
@@ -222,9 +226,10 @@ class PeriodicEvaluator:
             self.logger.info("Best %s %.4f on %s at iteration %d: %s.pth", best["metric"], best["value"],
                              best["dataset"], best["iteration"], BEST_NAME)
         if self.final_error is not None:
-            raise EvaluationError(failure_message(
-                "The evaluation of DATASETS.TEST after training (SOLVER.MAX_ITER {})".format(self.max_iter),
-                self.final_error, saved_weights(self.checkpointer)))
+            msg = failure_message("The evaluation of DATASETS.TEST after training (SOLVER.MAX_ITER {})".format(
+                self.max_iter), self.final_error, saved_weights(self.checkpointer))
+            self.logger.error(msg)
+            raise EvaluationError(msg)
 
 
 def validation_pictures(dataset, predictions, count, score_threshold=0.3, names=None):

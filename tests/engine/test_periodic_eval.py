@@ -143,6 +143,15 @@ def test_a_failing_evaluation_is_logged_once_and_training_goes_on(tmp_path, capl
     evaluator.finish()  # the final evaluation worked: nothing to raise
 
 
+def test_the_same_failure_again_is_logged_without_its_traceback(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        _train(tmp_path, {6: 0.1}, max_iter=6, fail_at=(2, 4))
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [e.exc_info is not None for e in errors] == [True, False]
+    assert "iteration 4 failed" in errors[1].getMessage() and "traceback is above" in errors[1].getMessage()
+    assert "saved at {}".format(tmp_path / "model_0000002.pth") in errors[1].getMessage()
+
+
 def test_a_failing_final_evaluation_stops_after_model_final_and_says_where_it_is(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         evaluator, _, _ = _train(tmp_path, {2: 0.2}, max_iter=4, fail_at=(4,))

@@ -183,3 +183,82 @@ def test_plot_loss_curves(tmp_path):
     (tmp_path / "empty.json").write_text("")
     with pytest.raises(ValueError, match="no records"):
         plot_loss_curves(str(tmp_path / "empty.json"), str(tmp_path / "x.png"))
+
+
+@pytest.fixture(scope="module")
+def trained_with_test_period(tmp_path_factory):
+    """6 iterations evaluating shapes_val every 3 (SOLVER.TEST_PERIOD), then resumed to 9."""
+    tmp = tmp_path_factory.mktemp("test_period")
+    env = {"FCOS_DATA_DIR": str(tmp / "data"), "FCOS_SHAPES_NUM_IMAGES": "8", "OMP_NUM_THREADS": "1"}
+    out = tmp / "out"
+    args = ["--config-file", "configs/quickstart/fcos_shapes.yaml", *TINY, "SOLVER.CHECKPOINT_PERIOD", "3",
+            "SOLVER.TEST_PERIOD", "3", "SOLVER.LOG_PERIOD", "2", "OUTPUT_DIR", str(out)]
+    first = _run("train_net.py", [*args, "SOLVER.MAX_ITER", "6"], env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return out, first, args, env
+
+
+def _eval_records(out):
+    return [r for r in map(json.loads, (out / "metrics.json").read_text().splitlines()) if "eval" in r]
+
+
+def _assert_model_best_is_the_first_best(out):
+    records = _eval_records(out)
+    aps = [r["eval"]["shapes_val"]["AP"] for r in records]
+    best_at = records[aps.index(max(aps))]["iteration"]
+    best = torch.load(out / "model_best.pth", weights_only=True)
+    assert best["best"]["iteration"] == best_at and best["best"]["value"] == pytest.approx(max(aps))
+    assert best["best"]["dataset"] == "shapes_val" and best["best"]["metric"] == "AP"
+    return best, best_at
+
+
+def test_test_period_evaluates_keeps_model_best_and_draws_ap(trained_with_test_period):
+    out, res, _, _ = trained_with_test_period
+    records = _eval_records(out)
+    assert [r["iteration"] for r in records] == [3, 6]
+    assert set(records[0]["eval"]["shapes_val"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    best, best_at = _assert_model_best_is_the_first_best(out)
+    same = torch.load(out / ("model_0000003.pth" if best_at == 3 else "model_final.pth"), weights_only=True)
+    assert all(torch.equal(v, same["model"][k]) for k, v in best["model"].items())
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    log = (out / "log.txt").read_text()
+    assert log.count("Start evaluation on shapes_val") == 2  # the one at MAX_ITER is the final test
+    assert "Best AP" in log and (out / "inference" / "shapes_val" / "coco_results.json").exists()
+    png = (out / "loss_curves.png").read_bytes()
+    assert int.from_bytes(png[16:20], "big") == 1600  # three panels (16 in at 100 dpi), two are 1100
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resuming_with_test_period_keeps_the_best(trained_with_test_period):
+    out, _, args, env = trained_with_test_period
+    before = torch.load(out / "model_best.pth", weights_only=True)["best"]
+    res = _run("train_net.py", [*args, "SOLVER.MAX_ITER", "9"], env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Best so far: AP {:.4f} on shapes_val at iteration {}".format(before["value"], before["iteration"]) \
+        in res.stdout
+    assert [r["iteration"] for r in _eval_records(out)] == [3, 6, 9]
+    _assert_model_best_is_the_first_best(out)
+
+
+def _broken_test_set(tmp):
+    (tmp / "broken.json").write_text('{"images": [{"id": 1, "file_name": "a.png"')
+    (tmp / "images").mkdir(exist_ok=True)
+    return "('{}:{}',)".format(tmp / "broken.json", tmp / "images")
+
+
+@pytest.mark.parametrize("test_period", ["0", "1"])
+def test_an_evaluation_that_cannot_run_says_where_the_trained_model_is(tmp_path_factory, test_period):
+    tmp = tmp_path_factory.mktemp("broken_test")
+    env = {"FCOS_DATA_DIR": str(tmp / "data"), "FCOS_SHAPES_NUM_IMAGES": "4", "OMP_NUM_THREADS": "1"}
+    out = tmp / "out"
+    res = _run("train_net.py", ["--config-file", "configs/quickstart/fcos_shapes.yaml", *TINY, "SOLVER.MAX_ITER", "2",
+                                "SOLVER.TEST_PERIOD", test_period, "DATASETS.TEST", _broken_test_set(tmp),
+                                "OUTPUT_DIR", str(out)], env)
+    assert res.returncode != 0
+    assert (out / "model_final.pth").exists() and (out / "last_checkpoint").read_text() == "model_final.pth"
+    last_line = res.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("fcos_core.engine.periodic_eval.EvaluationError: ")
+    assert "broken.json" in last_line and "saved at {}".format(out / "model_final.pth") in last_line
+    if test_period == "1":  # the evaluation at iteration 1 failed too, and training went on
+        log = (out / "log.txt").read_text()
+        assert "iteration 1 failed" in log and "Training goes on" in log and "Traceback" in log
