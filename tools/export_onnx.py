@@ -13,7 +13,10 @@ class-aware NMS with the original's +1 IoU. ``--no-postprocess`` exports the bac
 only: ``cls_logits_<l>``, ``bbox_reg_<l>``, ``centerness_<l>`` per FPN level. See
 fcos_core/export/onnx.py for the exact contract and the known tie / rounding differences.
 
-MODEL.WEIGHT may be a path, a URL or a model-zoo name (``fcos_imprv_R_50_FPN_1x``).
+MODEL.WEIGHT may be a path, a URL or a model-zoo name (``fcos_imprv_R_50_FPN_1x``). The class names
+go into the file's metadata (``categories``, a json list, background first): from
+``--categories-from`` when given, else the checkpoint's (saved by tools/train_net.py), else COCO's
+for an 80-class model. MODEL.FCOS.NUM_CLASSES 0 takes the checkpoint's class count.
 """
 import argparse
 import os
@@ -22,9 +25,7 @@ import sys
 import torch
 
 from fcos_core.config import load_config
-from fcos_core.export.onnx import export_onnx
-from fcos_core.modeling.detector import build_detection_model
-from fcos_core.utils.checkpoint import DetectronCheckpointer
+from fcos_core.export.onnx import export_checkpoint
 
 
 def parse_args(argv=None):
@@ -35,6 +36,8 @@ def parse_args(argv=None):
                         help="export the backbone and head only (raw per-level outputs)")
     parser.add_argument("--opset", type=int, default=None,
                         help="ONNX opset (default 17; 19 for models with deformable convolutions)")
+    parser.add_argument("--categories-from", default=None, metavar="JSON",
+                        help="COCO json naming the classes (default: the names saved in the checkpoint)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
     return parser.parse_args(argv)
 
@@ -46,12 +49,12 @@ def main(argv=None):
     if not cfg.MODEL.WEIGHT or cfg.MODEL.WEIGHT.startswith("catalog://"):
         print("warning: MODEL.WEIGHT is {!r}: exporting an untrained detector".format(cfg.MODEL.WEIGHT),
               file=sys.stderr)
-    model = build_detection_model(cfg).eval()
-    DetectronCheckpointer(cfg, model).load(cfg.MODEL.WEIGHT or None, use_latest=False)
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)
-    names, opset = export_onnx(model, args.output, postprocess=not args.no_postprocess, opset=args.opset)
-    print("wrote {} (opset {}): input image [1, 3, H, W] -> {}".format(args.output, opset, ", ".join(names)))
+    names, opset, categories = export_checkpoint(cfg, args.output, postprocess=not args.no_postprocess,
+                                                 opset=args.opset, categories_from=args.categories_from)
+    print("wrote {} (opset {}): input image [1, 3, H, W] -> {}; {} classes in its metadata (categories)".format(
+        args.output, opset, ", ".join(names), len(categories) - 1))
     return 0
 
 

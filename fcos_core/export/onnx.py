@@ -27,23 +27,32 @@ with fixed-size tensors (no data-dependent shape before the NMS):
   ``min(x2 + 1) - max(x1) = min(x2) - max(x1) + 1``, areas likewise; only the float32 rounding of
   the ``+ 1`` can differ); the boxes returned are not widened.
 
+Metadata: ``metadata_props`` holds ``"categories"``, the class names as a json list indexed by label,
+background first (``["__background", name of label 1, ...]``), so that a consumer of the graph
+names its labels without the dataset (:func:`read_categories`).
+
 Known differences from PyTorch, all at near-ties closer than the float32 noise of the two
 runtimes' convolutions: ranking scores at the PRE_NMS_TOP_N cut or final scores (order, the
 DETECTIONS_PER_IMG cut) may fall the other way; so may an IoU at NMS_TH (ONNX Runtime also
 compares it in float32, the ``ml_nms`` kernel in float64). A detection whose score underflows to
 exactly 0 is dropped.
 """
+import json
 import warnings
 
 import torch
 from torch import nn
 
+from fcos_core.engine.classes import category_names, resolve_num_classes_for_inference
 from fcos_core.layers import ml_nms
 from fcos_core.layers.dcn import DeformConv
+from fcos_core.modeling.detector import build_detection_model
 from fcos_core.modeling.rpn.fcos.inference import decode_boxes
 from fcos_core.modeling.rpn.fcos.target_assignment import compute_locations_per_level
+from fcos_core.utils.checkpoint import DetectronCheckpointer
 
-__all__ = ["ExportableFCOS", "export_onnx", "legacy_class_nms", "class_nms", "OUTPUT_NAMES"]
+__all__ = ["ExportableFCOS", "export_onnx", "export_checkpoint", "legacy_class_nms", "class_nms", "OUTPUT_NAMES",
+           "read_categories"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 _SENTINEL = -1.0  # ranking score of a (location, class) pair that is not a candidate
@@ -226,8 +235,9 @@ def _has_deformable_conv(model):
     return any(isinstance(m, DeformConv) for m in model.modules())
 
 
-def export_onnx(model, path, postprocess=True, opset=None, example_size=(256, 320)):
-    """Write ``model`` (a GeneralizedRCNN FCOS in eval mode) to ``path`` as ONNX.
+def export_onnx(model, path, postprocess=True, opset=None, example_size=(256, 320), categories=None):
+    """Write ``model`` (a GeneralizedRCNN FCOS in eval mode) to ``path`` as ONNX; ``categories``
+    (class names, background first), when given, go into the metadata as ``"categories"``.
 
     ``opset`` None: 17, or 19 for a model with deformable convolutions (``*_dcnv2_*`` configs),
     which become ONNX ``DeformConv``.
@@ -260,4 +270,49 @@ def export_onnx(model, path, postprocess=True, opset=None, example_size=(256, 32
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"fcos_core\.layers\.nms")
         torch.onnx.export(wrapper, (example,), path, dynamo=False, opset_version=opset,
                           input_names=["image"], output_names=names, dynamic_axes=dynamic)
+    if categories is not None:
+        write_metadata(path, {CATEGORIES: json.dumps(list(categories))})
     return names, opset
+
+
+CATEGORIES = "categories"  # metadata key: json list of class names, background first
+
+
+def write_metadata(path, metadata):
+    """Set the ONNX file's ``metadata_props`` entries ``metadata`` (str -> str), keeping the others."""
+    import onnx
+
+    graph = onnx.load(path)
+    kept = [p for p in graph.metadata_props if p.key not in metadata]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        graph.metadata_props.add(key=key, value=str(value))
+    onnx.save(graph, path)
+
+
+def read_categories(path):
+    """The class names (background first) in an exported file's metadata, or None."""
+    import onnx
+
+    for prop in onnx.load(path, load_external_data=False).metadata_props:
+        if prop.key == CATEGORIES:
+            return json.loads(prop.value)
+    return None
+
+
+def export_checkpoint(cfg, path, postprocess=True, opset=None, categories_from=None):
+    """Build the detector of ``cfg`` on the CPU, load MODEL.WEIGHT and export it to ``path``, with the
+    class names in the metadata: ``categories_from`` (a COCO json), else the checkpoint's, else COCO's
+    for 80 classes, else numbered (:func:`fcos_core.engine.classes.category_names`).
+    MODEL.FCOS.NUM_CLASSES 0 takes the checkpoint's count.
+
+    Returns:
+        (list[str], int, list[str]): output names, opset, class names.
+    """
+    cfg = resolve_num_classes_for_inference(cfg, cfg.MODEL.WEIGHT)
+    model = build_detection_model(cfg).eval()
+    extra = DetectronCheckpointer(cfg, model).load(cfg.MODEL.WEIGHT or None, use_latest=False)
+    names = category_names(cfg.MODEL.FCOS.NUM_CLASSES - 1, categories_from, checkpoint_names=extra.get(CATEGORIES))
+    outputs, opset = export_onnx(model, path, postprocess=postprocess, opset=opset, categories=names)
+    return outputs, opset, names

@@ -5,6 +5,7 @@ generated 8-image shapes set, exported with ``tools/export_onnx.py`` and run on 
 images, whose sizes differ (dynamic H and W).
 """
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import torch
 
 from fcos_core.config import load_config
 from fcos_core.data.build import make_data_loader
-from fcos_core.export.onnx import export_onnx, legacy_class_nms
+from fcos_core.export.onnx import export_checkpoint, export_onnx, legacy_class_nms, read_categories
 from fcos_core.layers import ml_nms
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.utils.checkpoint import DetectronCheckpointer
@@ -114,6 +115,24 @@ def test_onnxruntime_detections_equal_pytorch_on_validation_images(trained):
     counts, sizes = _compare_on_dataset(model, session, dataset)
     assert min(counts) > 0 and len(sizes) > 1  # detections, on images of several sizes (dynamic H, W)
     assert max(counts) == cfg.TEST.DETECTIONS_PER_IMG  # the DETECTIONS_PER_IMG cut was exercised
+    # the class names the training saved in the checkpoint travel in the metadata
+    metadata = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(metadata["categories"]) == list(dataset.class_names)
+
+
+def test_export_takes_the_class_count_from_the_checkpoint_and_names_from_a_json(trained, tmp_path):
+    cfg, _, dataset, _, _ = trained
+    cats = tmp_path / "instances.json"
+    names = [f"kind {i}" for i in range(1, len(dataset.class_names))]
+    cats.write_text(json.dumps({"categories": [{"id": 10 * (i + 1), "name": n} for i, n in enumerate(names)]}))
+    auto = load_config(CONFIG, TINY + ["MODEL.WEIGHT", cfg.MODEL.WEIGHT, "MODEL.FCOS.NUM_CLASSES", "0"])
+    out = tmp_path / "named.onnx"
+    _, _, categories = export_checkpoint(auto, str(out), categories_from=str(cats))
+    assert categories == ["__background"] + names and read_categories(str(out)) == categories
+    wrong = tmp_path / "two.json"
+    wrong.write_text(json.dumps({"categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+    with pytest.raises(ValueError, match="two.json name 2 classes but the model has 6"):
+        export_checkpoint(auto, str(tmp_path / "x.onnx"), categories_from=str(wrong))
 
 
 @pytest.mark.parametrize("threshold,nms", [(0.2, 0.6), (0.99, 0.6), (0.3, 0.0)])
