@@ -1,79 +1,141 @@
 """Test-time augmentation (TEST.BBOX_AUG): detect at several scales and flipped, merge with NMS.
 
-As the original: detections at the test scale, optionally on the horizontally flipped image, and
-at each extra scale in TEST.BBOX_AUG.SCALES (long side capped at TEST.BBOX_AUG.MAX_SIZE), each
-optionally flipped, are mapped back to the test-scale image, pooled, and reduced by the
-post-processor's class-aware NMS and top-k (``select_over_all_levels``).
+As the original (FCOS's ``engine/bbox_aug.py``), per image:
 
-The resizing works on the already normalised tensor. Per-channel normalisation is affine and
-bilinear interpolation is a convex combination, so the two commute: resizing the normalised image
-equals normalising the resized one, up to the 8-bit rounding of a resized image file.
+1. passes: the test scale (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST); the same, horizontally flipped
+   (H_FLIP); each of SCALES with the long side capped at MAX_SIZE (the ``Resize`` rule of the data
+   pipeline); each of those flipped too (SCALE_H_FLIP). Every pass resizes the image it is given,
+   never the output of another pass, and flips after resizing;
+2. the boxes of a flipped pass are flipped back with ``BoxList.transpose(FLIP_LEFT_RIGHT)``
+   (pixel-inclusive: ``x -> W - 1 - x`` in the flipped image's width ``W``);
+3. every pass's boxes are mapped to the first (test-scale) pass's image size with ``BoxList.resize``
+   (x by the width ratio, y by the height ratio);
+4. the pooled boxes go through the post-processor's ``select_over_all_levels``: class-aware NMS
+   (MODEL.FCOS.NMS_TH) and the TEST.DETECTIONS_PER_IMG best per image.
+
+The original's test loader hands TTA the original images; images already at the test scale work
+too (the test-scale pass then keeps them as they are, unless the long side was capped, where the
+``Resize`` rule can move a side by a pixel or two), but the extra scales are then resampled from
+the test-scale image rather than from the original.
+
+The resizing works on the already normalised tensor (bilinear, antialiased, as PIL resizes the
+image file in the data pipeline). Per-channel normalisation is affine and resampling is a convex
+combination, so the two commute: resizing the normalised image equals normalising the resized
+one, up to the 8-bit rounding of a resized image file.
 """
 import torch
-import torch.nn.functional as F
+from torchvision.transforms import functional as TF
 
 from fcos_core.data.transforms.transforms import Resize
 from fcos_core.structures.bounding_box import FLIP_LEFT_RIGHT, BoxList
 from fcos_core.structures.image_list import to_image_list
 
 
+def tta_passes(test_size, scales=(), max_size=4000, hflip=False, scale_hflip=False):
+    """The passes of TTA in the original's order: a list of ``(min_size, max_size, hflip)``.
+
+    Args:
+        test_size: ``(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)`` in pixels; the first pass, whose
+            image size the merged boxes are given in.
+        scales: extra short sides in pixels, each with long side at most ``max_size``.
+        hflip: also the flipped image at the test size; scale_hflip: also flipped at each scale.
+    """
+    passes = [(test_size[0], test_size[1], False)]
+    if hflip:
+        passes.append((test_size[0], test_size[1], True))
+    for scale in scales:
+        passes.append((scale, max_size, False))
+        if scale_hflip:
+            passes.append((scale, max_size, True))
+    return passes
+
+
 def _unpadded(images):
-    """The images of an ImageList without their padding: a list of [3, h, w]."""
+    """The images of an ImageList without their padding: a list of [3, h, w] (views)."""
     return [t[:, :h, :w] for t, (h, w) in zip(images.tensors, images.image_sizes)]
 
 
-def _detect(model, tensors, size_divisible, device, hflip=False):
+def _resized(image, min_size, max_size):
+    """``image`` [3, h, w] resized by the data pipeline's ``Resize`` rule; itself when the size is kept."""
+    h, w = image.shape[-2:]
+    size = Resize(min_size, max_size).get_size((w, h))
+    if tuple(size) == (h, w):
+        return image
+    return TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+
+
+def _detect_pass(model, images, min_size, max_size, hflip, size_divisible):
+    """Detections of one pass, in the coordinates of that pass's (resized, unflipped) images.
+
+    Args:
+        images: list of [3, h, w] normalised tensors on the model's device.
+    Returns:
+        list of BoxList, ``size`` = (width, height) of the resized image.
+    """
+    images = [_resized(t, min_size, max_size) for t in images]
     if hflip:
-        tensors = [t.flip(-1) for t in tensors]
-    batch = to_image_list(tensors, size_divisible).to(device)
-    results = model(batch)
+        images = [t.flip(-1) for t in images]
+    results = model(to_image_list(images, size_divisible))
     if hflip:
         results = [r.transpose(FLIP_LEFT_RIGHT) for r in results]
     return results
 
 
-def _rescale(tensors, min_size, max_size):
-    out = []
-    for t in tensors:
-        h, w = Resize(min_size, max_size).get_size((t.shape[-1], t.shape[-2]))
-        out.append(F.interpolate(t[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0].to(t.dtype))
-    return out
+def _pooled(boxlists):
+    """One BoxList (fields "scores", "labels") of all ``boxlists`` mapped to the first one's size."""
+    size = boxlists[0].size
+    parts = [b.convert("xyxy").resize(size) for b in boxlists]
+    pooled = BoxList(torch.cat([p.bbox for p in parts]), size, mode="xyxy")
+    for field in ("scores", "labels"):
+        pooled.add_field(field, torch.cat([p.get_field(field) for p in parts]))
+    return pooled
 
 
-def im_detect_bbox_aug(model, images, device, scales=(), max_size=4000, hflip=False, scale_hflip=False):
-    """Merged detections of every augmented pass: a list of BoxList in the input images' coordinates.
+def im_detect_bbox_aug(model, images, device, test_size, scales=(), max_size=4000, hflip=False,
+                       scale_hflip=False, size_divisible=0):
+    """Merged detections of every pass of :func:`tta_passes`, one BoxList per image.
 
     Args:
-        model: a detector in eval mode whose ``rpn.box_selector_test`` is the FCOS post-processor.
-        images: ImageList at the test scale (normalised, padded).
+        model: a detector in eval mode, ``model(ImageList) -> list[BoxList]`` (fields "scores",
+            "labels"), whose ``rpn.box_selector_test`` is the FCOS post-processor.
+        images: ImageList of normalised images (the original images; see the module docstring).
+        test_size, scales, max_size, hflip, scale_hflip: see :func:`tta_passes`.
+        size_divisible: padding of each pass's batch (DATALOADER.SIZE_DIVISIBILITY).
+    Returns:
+        list of BoxList ``xyxy`` in pixels of the test-scale image (its ``size``), fields "scores"
+        and "labels", after class-aware NMS and the post-processor's top-k.
     """
-    base = _unpadded(images)
-    size_div = getattr(model, "size_divisibility", 0)
-    passes = [_detect(model, base, size_div, device)]
-    if hflip:
-        passes.append(_detect(model, base, size_div, device, hflip=True))
-    for scale in scales:
-        scaled = _rescale(base, scale, max_size)
-        passes.append(_detect(model, scaled, size_div, device))
-        if scale_hflip:
-            passes.append(_detect(model, scaled, size_div, device, hflip=True))
-    merged = []
-    for i, (h, w) in enumerate(images.image_sizes):
-        parts = [p[i].resize((w, h)) for p in passes]
-        boxlist = BoxList(torch.cat([p.bbox for p in parts]), (w, h), mode="xyxy")
-        for field in ("scores", "labels"):
-            boxlist.add_field(field, torch.cat([p.get_field(field) for p in parts]))
-        merged.append(boxlist)
+    originals = _unpadded(images.to(device))
+    passes = [_detect_pass(model, originals, *p, size_divisible)
+              for p in tta_passes(test_size, scales, max_size, hflip, scale_hflip)]
+    merged = [_pooled([p[i] for p in passes]) for i in range(len(originals))]
     return model.rpn.box_selector_test.select_over_all_levels(merged)
 
 
+def _check_sizes(aug):
+    """ValueError naming the key when TEST.BBOX_AUG.SCALES or MAX_SIZE is not a positive size."""
+    if any(not isinstance(s, int) or s <= 0 for s in aug.SCALES):
+        raise ValueError("TEST.BBOX_AUG.SCALES must be positive integers (short sides in pixels), got {}".format(
+            tuple(aug.SCALES)))
+    if aug.MAX_SIZE <= 0:
+        raise ValueError("TEST.BBOX_AUG.MAX_SIZE must be positive (pixels), got {}".format(aug.MAX_SIZE))
+
+
 def make_bbox_aug_fn(cfg):
-    """``fn(model, images, device)`` for TEST.BBOX_AUG, or None when it is disabled."""
+    """``fn(model, images, device) -> list[BoxList]`` for TEST.BBOX_AUG, or None when it is disabled.
+
+    Reads TEST.BBOX_AUG.*, INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (the first pass) and
+    DATALOADER.SIZE_DIVISIBILITY (the padding of every pass, as the plain path's batches).
+    """
     aug = cfg.TEST.BBOX_AUG
     if not aug.ENABLED:
         return None
+    _check_sizes(aug)
+    test_size = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    options = dict(scales=tuple(aug.SCALES), max_size=aug.MAX_SIZE, hflip=aug.H_FLIP,
+                   scale_hflip=aug.SCALE_H_FLIP, size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY)
 
     def fn(model, images, device):
-        return im_detect_bbox_aug(model, images, device, tuple(aug.SCALES), aug.MAX_SIZE, aug.H_FLIP, aug.SCALE_H_FLIP)
+        return im_detect_bbox_aug(model, images, device, test_size, **options)
 
     return fn
