@@ -11,8 +11,10 @@ annotated copy ``DIR/<name>`` and, with ``--json``, ``DIR/<stem>.json``:
 ``{"image", "width", "height", "detections": [{"label", "category", "score", "box"}]}`` with
 ``box`` = ``[x1, y1, x2, y2]`` in pixels of the input image, highest score first. Only the
 detections above the class thresholds are drawn and listed (COCO models: the original demo's
-per-class thresholds; other models: 0.5). Trailing ``KEY VALUE`` pairs override the config
-(``MODEL.DEVICE cpu``).
+per-class thresholds; other models: 0.5). Class names: ``--categories-from`` when given, else those
+saved in the checkpoint by tools/train_net.py, else COCO's for an 80-class model. Trailing
+``KEY VALUE`` pairs override the config (``MODEL.DEVICE cpu``; ``MODEL.FCOS.NUM_CLASSES 0`` takes
+the checkpoint's class count).
 """
 import argparse
 import json
@@ -23,6 +25,7 @@ import time
 
 import cv2
 
+from fcos_core.data.datasets.image_io import READ_ERRORS, read_image_bgr
 from fcos_core.engine.predictor import build_coco_demo
 from fcos_core.utils.model_zoo import get_config_file, model_zoo_config, model_zoo_name
 
@@ -65,7 +68,8 @@ def build_parser():
     group.add_argument("--thresholds-file", default=None, metavar="JSON",
                        help="per-class thresholds: the thresholds.json that evaluation writes")
     parser.add_argument("--categories-from", default=None, metavar="JSON",
-                        help="COCO json naming the classes (models not trained on COCO)")
+                        help="COCO json naming the classes (default: the names saved in the checkpoint, "
+                             "else COCO's for 80 classes)")
     parser.add_argument("--min-image-size", type=int, default=0,
                         help="short side fed to the model, pixels (default: INPUT.MIN_SIZE_TEST)")
     return parser
@@ -125,9 +129,10 @@ def run(demo, paths, output, write_json):
     """Detect, draw and (optionally) list every image; returns the number of images done."""
     done, used = 0, set()
     for path in paths:
-        image = cv2.imread(path)
-        if image is None:
-            print("{}\tskipped: not an image OpenCV can read".format(path), file=sys.stderr)
+        try:
+            image = read_image_bgr(path)  # as the datasets read images (EXIF orientation applied)
+        except READ_ERRORS as exc:
+            print("{}\tskipped: not a readable image ({})".format(path, exc), file=sys.stderr)
             continue
         start = time.time()
         predictions = demo.select_top_predictions(demo.compute_prediction(image))
@@ -162,7 +167,7 @@ def main(argv=None):
     try:
         demo = build_coco_demo(config_file, opts, weights=args.weights, thresholds=args.thresholds,
                                thresholds_file=args.thresholds_file, categories_from=args.categories_from, min_image_size=args.min_image_size or None)
-    except (FileNotFoundError, RuntimeError) as exc:  # missing / undownloadable / corrupted weights
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:  # missing / corrupted weights, names that do not fit
         parser.exit(1, "{}: error: {}\n".format(parser.prog, exc))
     os.makedirs(args.output, exist_ok=True)
     done = run(demo, paths, args.output, args.json)

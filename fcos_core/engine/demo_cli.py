@@ -32,7 +32,8 @@ def add_demo_arguments(parser, default_min_image_size, default_config_file):
                         help="short side fed to the model, pixels (0: INPUT.MIN_SIZE_TEST); "
                              "the released models were trained with 800")
     parser.add_argument("--categories-from", default=None, metavar="JSON",
-                        help="COCO json whose categories name the classes (for non-COCO models)")
+                        help="COCO json whose categories name the classes (default: the names saved "
+                             "in the checkpoint, else COCO's for an 80-class model)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--thresholds", "--confidence-threshold", dest="thresholds", type=float_list,
                        default=None, metavar="T[,T...]",

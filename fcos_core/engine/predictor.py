@@ -276,6 +276,8 @@ def build_coco_demo(config_file, opts=(), weights=None, thresholds=None, thresho
         thresholds, names = load_thresholds_file(thresholds_file)
     elif isinstance(thresholds, (list, tuple)):
         thresholds = (thresholds[0] if len(thresholds) == 1 else thresholds) if thresholds else None
-    categories = load_categories(categories_from) if categories_from else None
+    cfg = resolve_num_classes_for_inference(cfg, weight)
+    # checked here, where the file can be named in the message
+    categories = category_names(cfg.MODEL.FCOS.NUM_CLASSES - 1, categories_from) if categories_from else None
     return COCODemo(cfg, confidence_thresholds_for_classes=thresholds, min_image_size=min_image_size,
                     categories=categories, default_names=names)

@@ -95,6 +95,29 @@ def test_fcos_on_a_folder_writes_one_annotated_image_and_one_json_per_input(tiny
     assert res.stdout.count("detections") == 2
 
 
+def test_fcos_names_the_classes_from_the_checkpoint(tiny, tmp_path, capsys):
+    """A checkpoint as tools/train_net.py saves it ("categories") needs no --categories-from, and
+    MODEL.FCOS.NUM_CLASSES 0 takes its class count."""
+    state = torch.load(tiny[0], weights_only=True)
+    named = tmp_path / "named.pth"
+    torch.save(dict(state, categories=["__background"] + [n.title() for n in NAMES]), named)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _image(100, 120, seed=3))
+    out = tmp_path / "out"
+    assert cli.main([str(image), "--config-file", CONFIG, "--weights", str(named), "--output", str(out), "--json",
+                     "--thresholds", "0.3", *TINY_OPTS, "MODEL.FCOS.NUM_CLASSES", "0"]) == 0
+    found = json.loads((out / "a.json").read_text())["detections"]
+    assert found and all(d["category"] == NAMES[d["label"] - 1].title() for d in found)
+    assert "categories-from" not in capsys.readouterr().err
+    # names that do not fit the model: one clear error naming the file
+    wrong = tmp_path / "two.json"
+    wrong.write_text(json.dumps({"categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+    with pytest.raises(SystemExit):
+        cli.main([str(image), "--config-file", CONFIG, "--weights", str(named), "--output", str(out),
+                  "--categories-from", str(wrong), *TINY_OPTS])
+    assert "two.json name 2 classes but the model has 6" in capsys.readouterr().err
+
+
 def test_defaults_are_the_recommended_model_and_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), _image(64, 64, seed=0))
