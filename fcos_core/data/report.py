@@ -118,7 +118,8 @@ def level_ranges(boundaries):
     (0, m_1], (m_1, m_2], ..., (m_{L-1}, inf). ValueError for boundaries that do not increase."""
     inner = [float(b) for b in boundaries]
     if any(b <= 0 for b in inner) or any(lo >= hi for lo, hi in zip(inner, inner[1:])):
-        raise ValueError("MODEL.FCOS.SIZES_OF_INTEREST must be positive and increasing, got {}".format(list(boundaries)))
+        raise ValueError("MODEL.FCOS.SIZES_OF_INTEREST must be positive and increasing, got {}".format(
+            list(boundaries)))
     edges = [0.0] + inner + [math.inf]
     return list(zip(edges[:-1], edges[1:]))
 
@@ -128,12 +129,31 @@ def level_names(strides):
     return ["P{}".format(int(round(math.log2(s)))) for s in strides]
 
 
-def training_scale_sizes(box_wh, box_image, image_wh, short_side, max_size):
+def training_scales(min_sizes, max_size, scale_jitter=(1.0, 1.0), crop=None):
+    """The two ends of the training zoom: [{"short_side", "max_size", "crop"}], the smallest first
+    (one entry when both ends are the same).
+
+    Smallest: the smallest of ``min_sizes`` times the low jitter factor, without crop. Largest: the
+    largest times the high factor, and with ``crop`` (the smallest (height, width) fractions of
+    INPUT.CROP_SIZE_TRAIN when cropping is on, else None) the crop, which the resize then enlarges.
+    ``max_size`` scales with the jitter factor, as :class:`Resize` does.
+    """
+    low, high = (float(v) for v in scale_jitter)
+    ends = [{"short_side": max(1, int(round(min(min_sizes) * low))), "max_size": max_size * low, "crop": None},
+            {"short_side": max(1, int(round(max(min_sizes) * high))), "max_size": max_size * high,
+             "crop": [float(v) for v in crop] if crop is not None else None}]
+    return ends[:1] if ends[0] == ends[1] else ends
+
+
+def training_scale_sizes(box_wh, box_image, image_wh, short_side, max_size, crop=None):
     """Each box's (width, height) after the resize of its image to ``short_side`` (long side at most
-    ``max_size``), by :meth:`Resize.get_size`'s rule; float [N, 2] pixels."""
+    ``max_size``), by :meth:`Resize.get_size`'s rule; with ``crop`` = (fh, fw) the image is first
+    cropped to round(fh * height) x round(fw * width) (boxes kept whole). Float [N, 2] pixels."""
     resize = Resize((int(short_side),), max_size)
     scale = np.empty((len(image_wh), 2), np.float64)
     for i, (w, h) in enumerate(image_wh.tolist()):
+        if crop is not None:
+            w, h = max(1, int(round(w * crop[1]))), max(1, int(round(h * crop[0])))
         new_h, new_w = resize.get_size((w, h))
         scale[i] = (new_w / w, new_h / h)
     return box_wh * scale[box_image] if len(box_wh) else box_wh.copy()
@@ -176,19 +196,18 @@ def class_counts(annotations, names):
     return rows
 
 
-def dataset_report(dataset, short_sides, max_size, boundaries, strides, drop_difficult=False, num_classes=None,
-                   title=""):
+def dataset_report(dataset, scales, boundaries, strides, drop_difficult=False, num_classes=None, title=""):
     """The report of ``dataset`` (read from its annotations) as a JSON-ready dict.
 
     Arguments:
-        short_sides (sequence of int): training short sides to measure at (the smallest and the
-            largest of INPUT.MIN_SIZE_TRAIN); max_size (int): INPUT.MAX_SIZE_TRAIN.
+        scales: the training scales to measure at, [{"short_side", "max_size", "crop"}] (see
+            :func:`training_scales`).
         boundaries: MODEL.FCOS.SIZES_OF_INTEREST (L - 1 values); strides: MODEL.FCOS.FPN_STRIDES (L).
         drop_difficult: leave out VOC's difficult boxes (as training does).
         num_classes: MODEL.FCOS.NUM_CLASSES (with background), checked against the dataset; None: not.
     Keys: "title", "images", "images_without_boxes", "boxes", "classes" (see :func:`class_counts`),
     "skipped" {reason: count}, "levels" (names, strides, ranges, size measure), "scales" (one
-    :func:`size_summary` per short side, with "short_side" and "max_size"), "warnings" [str].
+    :func:`size_summary` per scale, with the scale's keys), "warnings" [str].
     """
     if len(boundaries) + 1 != len(strides):
         raise ValueError("MODEL.FCOS.SIZES_OF_INTEREST has {} boundaries, so {} levels, but MODEL.FCOS.FPN_STRIDES has "
@@ -199,13 +218,14 @@ def dataset_report(dataset, short_sides, max_size, boundaries, strides, drop_dif
     if len(annotations["labels"]):
         names = names + [str(k) for k in range(len(names), int(annotations["labels"].max()) + 1)]
     with_boxes = len(np.unique(annotations["box_image"]))
-    scales, half_sizes = [], {}
-    for short in sorted(set(int(s) for s in short_sides)):
+    summaries, half_sizes = [], {}
+    for scale in scales:
         sizes = training_scale_sizes(annotations["box_wh"], annotations["box_image"], annotations["image_wh"],
-                                     short, max_size)
+                                     scale["short_side"], scale["max_size"], scale.get("crop"))
         summary = size_summary(sizes, annotations["labels"], len(names) - 1, boundaries, strides)
-        scales.append(dict({"short_side": short, "max_size": max_size}, **summary))
-        half_sizes[short] = sizes.max(axis=1) / 2.0 if len(sizes) else np.zeros(0)
+        summaries.append(dict(scale, **summary))
+        label = "short side {}{}".format(scale["short_side"], ", crop" if scale.get("crop") else "")
+        half_sizes[label] = sizes.max(axis=1) / 2.0 if len(sizes) else np.zeros(0)
     report = {
         "title": title,
         "images": len(dataset),
@@ -216,12 +236,18 @@ def dataset_report(dataset, short_sides, max_size, boundaries, strides, drop_dif
         "levels": {"names": level_names(strides), "strides": [int(s) for s in strides],
                    "ranges": [[lo, hi if math.isfinite(hi) else None] for lo, hi in ranges],
                    "size_measure": SIZE_MEASURE},
-        "scales": scales,
+        "scales": summaries,
         "num_classes_config": num_classes,
     }
     report["warnings"] = report_warnings(report)
-    report["half_sizes"] = half_sizes  # {short side: float [N]} for the histogram; not in report.json
+    report["half_sizes"] = half_sizes  # {scale label: float [N]} for the histogram; not in report.json
     return report
+
+
+def scale_text(scale):
+    """"short side S (long side <= M)[, after a crop to (fh, fw)]" of a scale dict."""
+    text = "short side {} (long side <= {:g})".format(scale["short_side"], scale["max_size"])
+    return text + (", after a crop to {:g} x {:g} of the image".format(*scale["crop"]) if scale.get("crop") else "")
 
 
 def report_warnings(report):
@@ -239,7 +265,7 @@ def report_warnings(report):
             num_classes, len(report["classes"]), len(report["classes"]) + 1))
     levels = report["levels"]
     for scale in report["scales"]:
-        at = "at short side {} (long side <= {})".format(scale["short_side"], scale["max_size"])
+        at = "at " + scale_text(scale)
         n = report["boxes"]
         if scale["outside_fraction"] > OUTSIDE_WARN_FRACTION:
             warnings.append(
@@ -271,9 +297,9 @@ def format_report(report):
              "", "{:<24} {:>8} {:>8}".format("class", "images", "boxes")]
     lines += ["{:<24} {:>8} {:>8}".format(r["name"], r["images"], r["boxes"]) for r in report["classes"]]
     levels, names = report["levels"], [r["name"] for r in report["classes"]]
+    lines += ["", "Object size = {}.".format(levels["size_measure"])]
     for scale in report["scales"]:
-        lines += ["", "Object sizes at short side {} (long side <= {}); size = {}".format(
-            scale["short_side"], scale["max_size"], levels["size_measure"])]
+        lines += ["", "Object sizes at {}:".format(scale_text(scale))]
         if scale["half_size"]:
             lines.append("size min / median / max: {:.1f} / {:.1f} / {:.1f} px".format(*scale["half_size"]))
         lines.append("{:<6} {:>6} {:>16} {:>8} {:>6}  {}".format("level", "stride", "size range (px)", "boxes", "%",
@@ -307,21 +333,26 @@ def write_report(report, out_dir):
 
 
 def make_report(cfg, split="train", check_images=False):
-    """The report of DATASETS.TRAIN ("train": sizes at the smallest and largest training short side
-    of INPUT.MIN_SIZE_TRAIN or MIN_SIZE_RANGE_TRAIN, long side <= MAX_SIZE_TRAIN) or DATASETS.TEST
-    ("test": MIN_SIZE_TEST, MAX_SIZE_TEST), against MODEL.FCOS.SIZES_OF_INTEREST and FPN_STRIDES.
-    With ``check_images`` every image is decoded once to count the unreadable ones."""
+    """The report of DATASETS.TRAIN ("train") or DATASETS.TEST ("test") against
+    MODEL.FCOS.SIZES_OF_INTEREST and FPN_STRIDES, with ``check_images`` counting unreadable images.
+
+    Training scales (:func:`training_scales`): the smallest and largest short side of
+    INPUT.MIN_SIZE_TRAIN (or MIN_SIZE_RANGE_TRAIN), MAX_SIZE_TRAIN, times the ends of
+    SCALE_JITTER_TRAIN, the largest after the smallest crop of CROP_SIZE_TRAIN when CROP_PROB_TRAIN
+    > 0. Test: MIN_SIZE_TEST, MAX_SIZE_TEST.
+    """
     is_train = check_split(split) == "train"
     dataset = datasets_of_split(cfg, split, None, keep_all_images=True)
     if check_images:
         count_unreadable_images(dataset)
+    inp = cfg.INPUT
     if not is_train:
-        short_sides, max_size = [cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-    elif tuple(cfg.INPUT.MIN_SIZE_RANGE_TRAIN) != (-1, -1):
-        short_sides, max_size = list(cfg.INPUT.MIN_SIZE_RANGE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN
+        scales = training_scales([inp.MIN_SIZE_TEST], inp.MAX_SIZE_TEST)
     else:
-        short_sides, max_size = list(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN
+        ranged = tuple(inp.MIN_SIZE_RANGE_TRAIN) != (-1, -1)
+        min_sizes = list(inp.MIN_SIZE_RANGE_TRAIN if ranged else inp.MIN_SIZE_TRAIN)
+        crop = inp.CROP_SIZE_TRAIN if inp.CROP_PROB_TRAIN > 0 else None
+        scales = training_scales(min_sizes, inp.MAX_SIZE_TRAIN, inp.SCALE_JITTER_TRAIN, crop)
     title = "{} ({} split)".format(", ".join(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST), split)
-    return dataset_report(dataset, [min(short_sides), max(short_sides)], max_size, cfg.MODEL.FCOS.SIZES_OF_INTEREST,
-                          cfg.MODEL.FCOS.FPN_STRIDES, drop_difficult=is_train,
-                          num_classes=cfg.MODEL.FCOS.NUM_CLASSES, title=title)
+    return dataset_report(dataset, scales, cfg.MODEL.FCOS.SIZES_OF_INTEREST, cfg.MODEL.FCOS.FPN_STRIDES,
+                          drop_difficult=is_train, num_classes=cfg.MODEL.FCOS.NUM_CLASSES, title=title)

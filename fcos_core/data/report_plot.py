@@ -35,9 +35,8 @@ def _plot_sizes(ax, report):
     low = min([min(levels["strides"]) / 4.0] + [float(h.min()) for h in halves])
     high = max([2.0 * levels["ranges"][-1][0]] + [float(h.max()) for h in halves])
     bins = np.geomspace(max(low, 0.5), high * 1.05, 40)
-    for short, half in report["half_sizes"].items():
-        ax.hist(np.clip(half, bins[0], bins[-1]), bins=bins, histtype="step", linewidth=1.5,
-                label="short side {}".format(short))
+    for text, half in report["half_sizes"].items():
+        ax.hist(np.clip(half, bins[0], bins[-1]), bins=bins, histtype="step", linewidth=1.5, label=text)
     ax.set_xscale("log")
     for k, (lo, hi) in enumerate(levels["ranges"]):
         if k > 0:
@@ -70,7 +69,7 @@ def _plot_levels(ax, report):
             bottom += counts[c]
     ax.set_xticks(x)
     ax.set_xticklabels(levels["names"])
-    ax.set_title("boxes per level" + (" (hatched: short side {})".format(scales[-1]["short_side"])
+    ax.set_title("boxes per level" + (" (hatched: short side {}, the largest zoom)".format(scales[-1]["short_side"])
                                       if len(scales) > 1 else ""), fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)

@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from fcos_core.config import load_config
-from fcos_core.data.report import format_report, level_ranges, make_report, size_summary, write_report
+from fcos_core.data.report import (
+    format_report, level_ranges, make_report, size_summary, training_scales, write_report,
+)
 
 
 def write_coco(folder, images, annotations, categories):
@@ -77,6 +79,28 @@ def test_max_size_caps_the_scale(tmp_path):
     cfg = config(small_dataset(tmp_path), "INPUT.MIN_SIZE_TRAIN", "(200,)", "INPUT.MAX_SIZE_TRAIN", "300")
     (scale,) = make_report(cfg)["scales"]
     assert scale["max_size"] == 300 and scale["half_size"] == pytest.approx([14.25, 74.25, 79.0])
+
+
+def test_training_scales_follow_jitter_and_crop():
+    assert training_scales([800], 1333) == [{"short_side": 800, "max_size": 1333, "crop": None}]
+    small, large = training_scales([640, 800], 1333, scale_jitter=(0.5, 1.5), crop=(0.8, 0.9))
+    assert small == {"short_side": 320, "max_size": 666.5, "crop": None}
+    assert large == {"short_side": 1200, "max_size": 1999.5, "crop": [0.8, 0.9]}
+
+
+def test_scale_jitter_and_crop_in_the_report(tmp_path):
+    # jitter (0.5, 1.5) of short side 200: 100 (factor 1) and 300 (factor 3); the crop to half of each
+    # side makes the 200x100 image 100x50 before the resize to 300: factor 6 (long side 600 <= 1500)
+    cfg = config(small_dataset(tmp_path), "INPUT.MIN_SIZE_TRAIN", "(200,)", "INPUT.MAX_SIZE_TRAIN", "1000",
+                 "INPUT.SCALE_JITTER_TRAIN", "(0.5, 1.5)", "INPUT.CROP_PROB_TRAIN", "0.5",
+                 "INPUT.CROP_SIZE_TRAIN", "(0.5, 0.5)")
+    small, large = make_report(cfg)["scales"]
+    assert (small["short_side"], small["max_size"], small["crop"]) == (100, 500, None)
+    assert small["half_size"] == [9.5, 39.5, 49.5]
+    assert (large["short_side"], large["max_size"], large["crop"]) == (300, 1500, [0.5, 0.5])
+    # cat 19 -> 19 * 6 / 2 = 57 (P3); dog 99 -> 297 (P6); the 100x100 image: 50x50 -> 300x300, cat 79 -> 237 (P5)
+    assert large["half_size"] == [57.0, 237.0, 297.0]
+    assert large["boxes_per_level"] == [1, 0, 1, 1, 0]
 
 
 def test_level_boundaries_are_inclusive_above():
