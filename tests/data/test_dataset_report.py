@@ -162,3 +162,46 @@ def test_write_report_files(tmp_path):
     assert "P3" in text and "obj" in text
     with Image.open(paths["png"]) as png:
         assert png.size[0] > 800 and png.size[1] > 200
+
+
+def test_boxes_from_the_json_match_what_training_reads(tmp_path):
+    """The report reads COCO boxes without decoding images; they must be the boxes of ``dataset[i]``
+    (clipped, crowd, empty and unknown-category cases included)."""
+    from fcos_core.data.datasets import COCODataset
+    from fcos_core.data.report import image_boxes
+
+    entry = write_coco(tmp_path, [(60, 40), (50, 50)], [
+        {"image_id": 1, "category_id": 1, "bbox": [-5, -3, 20, 10]},  # clipped at the top-left
+        {"image_id": 1, "category_id": 2, "bbox": [50, 30, 30, 30]},  # clipped at the bottom-right
+        {"image_id": 1, "category_id": 2, "bbox": [70, 10, 5, 5]},  # outside: dropped
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 1, 1]},  # one pixel: dropped
+        {"image_id": 2, "category_id": 2, "bbox": [1.5, 2.5, 10.25, 7], "iscrowd": 0},
+        {"image_id": 2, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 1},
+        {"image_id": 2, "category_id": 1, "bbox": [1, 1, float("nan"), 10]},
+    ], [(1, "a"), (2, "b")])
+    ann_file, img_dir = entry.rsplit(":", 1)
+    dataset = COCODataset(ann_file, img_dir, remove_images_without_annotations=False)
+    for i in range(len(dataset)):
+        boxes, labels = image_boxes(dataset, i)
+        _, target, _ = dataset[i]
+        assert np.allclose(boxes, target.bbox.numpy()) and labels.tolist() == target.get_field("labels").tolist()
+    assert len(image_boxes(dataset, 0)[0]) == 2 and len(image_boxes(dataset, 1)[0]) == 1
+
+
+def test_voc_difficult_boxes_left_out_for_training(tmp_path):
+    from fcos_core.data.datasets import PascalVOCDataset
+    from fcos_core.data.report import image_boxes
+
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (tmp_path / sub).mkdir(parents=True)
+    objects = "".join("<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>2</xmin><ymin>3</ymin>"
+                      "<xmax>{}</xmax><ymax>20</ymax></bndbox></object>".format(n, d, x2)
+                      for n, d, x2 in (("dog", 0, 12), ("cat", 1, 30)))
+    (tmp_path / "Annotations" / "a.xml").write_text(
+        "<annotation><size><width>40</width><height>30</height></size>{}</annotation>".format(objects))
+    Image.new("RGB", (40, 30)).save(tmp_path / "JPEGImages" / "a.jpg")
+    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("a\n")
+    dataset = PascalVOCDataset(str(tmp_path), "test", use_difficult=True)
+    boxes, labels = image_boxes(dataset, 0, drop_difficult=True)
+    assert boxes.tolist() == [[1.0, 2.0, 11.0, 19.0]] and [dataset.class_names[k] for k in labels] == ["dog"]
+    assert len(image_boxes(dataset, 0)[0]) == 2
