@@ -22,6 +22,7 @@ import time
 import cv2
 
 from fcos_core.cli import split_inputs  # image paths, then KEY VALUE overrides
+from fcos_core.data.datasets.image_io import READ_ERRORS, read_image_bgr
 from fcos_core.engine.demo_cli import add_demo_arguments, demo_from_args, display_problem, show
 
 DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -65,9 +66,10 @@ def run(demo, paths, output, window):
     done = 0
     for path in paths:
         name = os.path.basename(path)
-        image = cv2.imread(path)
-        if image is None:
-            print("{}\tskipped: not an image OpenCV can read".format(name))
+        try:
+            image = read_image_bgr(path)  # as the datasets read images (EXIF orientation applied)
+        except READ_ERRORS as exc:
+            print("{}\tskipped: not a readable image ({})".format(name, exc))
             continue
         start = time.time()
         composite = demo.run_on_opencv_image(image)

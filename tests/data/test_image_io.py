@@ -129,3 +129,34 @@ def test_missing_and_corrupt_files_raise(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:300])  # truncated
     with pytest.raises(READ_ERRORS):
         read_image(str(tmp_path / "cut.jpg"))
+
+
+class RecordingDemo:
+    """The part of COCODemo that fcos_core.cli.run uses; records the BGR arrays it is given."""
+
+    def __init__(self):
+        self.seen = []
+
+    def compute_prediction(self, image):
+        self.seen.append(image.copy())
+        return "predictions"
+
+    def select_top_predictions(self, predictions):
+        return []
+
+    def overlay(self, image, predictions):
+        return image
+
+
+def test_the_fcos_command_reads_images_as_the_datasets_do(tmp_path, capsys):
+    from fcos_core.cli import run
+
+    rotated = write_rotated_jpeg(str(tmp_path / "r.jpg"), 6)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+    out.mkdir()
+    demo = RecordingDemo()
+    assert run(demo, [rotated, str(tmp_path / "bad.png")], str(out), write_json=False) == 1
+    assert len(demo.seen) == 1 and np.array_equal(demo.seen[0], read_image_bgr(rotated))
+    assert demo.seen[0].shape == (60, 40, 3)  # displayed orientation
+    assert "bad.png\tskipped: not a readable image" in capsys.readouterr().err
