@@ -65,10 +65,12 @@ def test_repeated_annotation_ids_are_made_unique(tmp_path):
     assert len(ds.coco.getAnnIds(imgIds=[1])) == 1 and len(ds.coco.getAnnIds(imgIds=[2])) == 2
 
 
-def test_non_contiguous_ids_names_by_label(tmp_path):
+def test_non_contiguous_ids_names_by_label(tmp_path, caplog):
     ann_file, root = write_tool_json(tmp_path, [(1, "a.png", 40, 30)], [
         {"image_id": 1, "category_id": c, "bbox": [1 + 5 * k, 1, 4, 4]} for k, c in enumerate((12, 3, 7))])
-    ds = COCODataset(ann_file, root, True)
+    with caplog.at_level(logging.INFO, logger="fcos_core.data.datasets.coco"):
+        ds = COCODataset(ann_file, root, True)
+    assert "1: cat (3), 2: dog (7), 3: bird (12)" in caplog.text  # the mapping, in the log
     assert ds.class_names == ["__background", "cat", "dog", "bird"]
     assert ds.json_category_id_to_contiguous_id == {3: 1, 7: 2, 12: 3}
     labels = ds[0][1].get_field("labels").tolist()

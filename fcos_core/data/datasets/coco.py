@@ -216,6 +216,8 @@ class COCODataset(torch.utils.data.Dataset):
         self.failures = ImageFailures(len(ids))
         self._notices = Counter()  # image warnings given by this process, by flag
         self._skips.summarize()
+        logger.info("%s: %d images; label: name (json category id): %s", self._skips.owner, len(ids), ", ".join(
+            "{}: {} ({})".format(label, self.categories[c], c) for label, c in enumerate(cat_ids, start=1)))
 
     def _has_size(self, img_id):
         info = self.coco.imgs[img_id]
