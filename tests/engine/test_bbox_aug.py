@@ -245,7 +245,8 @@ def tiny(tmp_path_factory):
 
 def test_end_to_end_run_test_with_flip_and_scales(tiny):
     """run_test with TEST.BBOX_AUG on a real model: detections for every image, in its test-scale
-    image; with no flip and no scale, TTA gives exactly the plain path's detections."""
+    image; with no flip and no scale, TTA (which resizes the original image itself, as the loader
+    hands it unresized images) gives the plain path's top detections (PIL vs tensor resampling)."""
     tmp, model, plain = tiny
     same = _predictions(tmp, model, "identity", "TEST.BBOX_AUG.ENABLED", "True")
     tta = _predictions(tmp, model, "tta", "TEST.BBOX_AUG.ENABLED", "True", "TEST.BBOX_AUG.H_FLIP", "True",
@@ -253,7 +254,7 @@ def test_end_to_end_run_test_with_flip_and_scales(tiny):
     assert len(plain) == len(same) == len(tta) == 2
     for p, s, t in zip(plain, same, tta):
         assert len(p) > 0 and len(t) > 0 and t.size == p.size == s.size
-        assert torch.equal(s.bbox, p.bbox) and torch.equal(s.get_field("scores"), p.get_field("scores"))
+        _assert_top_detections_match(p, s)
         assert set(t.fields()) >= {"scores", "labels"}
         assert (t.get_field("scores")[:-1] >= t.get_field("scores")[1:]).all()
         assert len(t) <= 100 and not torch.equal(t.bbox[:len(p)], p.bbox)
@@ -272,6 +273,11 @@ def test_end_to_end_from_original_images(tiny):
     out = compute_on_dataset(model, loader, "cpu", bbox_aug_fn=make_bbox_aug_fn(cfg), fuse_bn=False)
     for i, p in enumerate(plain):
         assert out[i].size == p.size and dataset.get_img_info(i)["width"] > p.size[0]  # resized down
-        top = p[p.get_field("scores").argsort(descending=True)[:5]]
-        best = boxlist_iou(top, out[i]).max(dim=1).values
-        assert (best > 0.9).all(), best
+        _assert_top_detections_match(p, out[i])
+
+
+def _assert_top_detections_match(plain, other, k=5):
+    """Each of the ``k`` best boxes of ``plain`` has a box of ``other`` with IoU > 0.9."""
+    top = plain[plain.get_field("scores").argsort(descending=True)[:k]]
+    best = boxlist_iou(top, other).max(dim=1).values
+    assert (best > 0.9).all(), best
