@@ -42,9 +42,10 @@ def displayed_size(size, orientation):
 
 
 def to_rgb(img):
-    """PIL image ``img`` in any mode -> an RGB PIL image (see the module docstring for the rules)."""
+    """PIL image ``img`` in any mode -> an RGB PIL image (see the module docstring for the rules);
+    ``img`` itself when it is RGB already."""
     if img.mode == "RGB":
-        return img.copy()
+        return img
     if img.mode in _HIGH_DEPTH_MODES:
         values = np.asarray(img, dtype=np.float64)
         lo, hi = float(values.min()), float(values.max())
@@ -62,6 +63,11 @@ def _decode(path):
         return img
 
 
+def _displayed(img, orientation):
+    """``img`` turned as its EXIF ``orientation`` says (``img`` itself when 1)."""
+    return img if orientation == 1 else ImageOps.exif_transpose(img)
+
+
 def read_image(path):
     """The image at ``path`` as an RGB PIL image with its EXIF orientation applied.
 
@@ -69,7 +75,8 @@ def read_image(path):
         one of ``READ_ERRORS`` (FileNotFoundError, PIL.UnidentifiedImageError, ...) when the file
         is missing or cannot be decoded.
     """
-    return to_rgb(ImageOps.exif_transpose(_decode(path)))
+    raw = _decode(path)
+    return to_rgb(_displayed(raw, exif_orientation(raw)))
 
 
 def read_image_for_size(path, size):
@@ -91,7 +98,7 @@ def read_image_for_size(path, size):
     size = tuple(int(v) for v in size)
     if orientation in _SWAPS_AXES and raw.size == size and displayed_size(raw.size, orientation) != size:
         return to_rgb(raw), orientation
-    return to_rgb(ImageOps.exif_transpose(raw)), 0
+    return to_rgb(_displayed(raw, orientation)), 0
 
 
 def read_image_bgr(path):
