@@ -260,7 +260,7 @@ def report_warnings(report):
         if row["boxes"] == 0:
             warnings.append("class {!r} (label {}) has no box".format(row["name"], row["label"]))
     num_classes = report.get("num_classes_config")
-    if num_classes is not None and num_classes != len(report["classes"]) + 1:
+    if num_classes is not None and num_classes > 0 and num_classes != len(report["classes"]) + 1:
         warnings.append("MODEL.FCOS.NUM_CLASSES is {} but the dataset has {} classes (+ background = {})".format(
             num_classes, len(report["classes"]), len(report["classes"]) + 1))
     levels = report["levels"]
