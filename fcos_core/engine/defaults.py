@@ -12,6 +12,9 @@ import torch
 from fcos_core.data import make_data_loader
 from fcos_core.data.datasets.coco import data_skip_counts
 from fcos_core.engine.bbox_aug import make_bbox_aug_fn
+from fcos_core.engine.classes import (
+    check_num_classes, check_test_classes, resolve_num_classes_for_inference, resolve_training_classes,
+)
 from fcos_core.engine.inference import inference, make_inference_options
 from fcos_core.engine.periodic_eval import make_periodic_evaluator
 from fcos_core.engine.resume import restore_resume_state
@@ -68,14 +71,19 @@ def train(cfg, local_rank, distributed, logger=None):
         the trained model (DDP-wrapped when ``distributed``).
     """
     logger = logger or logging.getLogger("fcos_core.trainer")
+    cfg = resolve_training_classes(cfg, logger)  # MODEL.FCOS.NUM_CLASSES 0: DATASETS.TRAIN's count
     model, optimizer, scheduler = build_training(cfg, distributed, local_rank)
     output_dir = cfg.OUTPUT_DIR
     checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, output_dir, get_rank() == 0)
     metrics_path = os.path.join(output_dir, "metrics.json") if output_dir else None
     options = make_train_options(cfg, metrics_path)
     scaler = torch.amp.GradScaler("cuda") if options.amp_dtype == torch.float16 else None
-    arguments = restore_resume_state(checkpointer.load(cfg.MODEL.WEIGHT), scaler)
+    # resume from OUTPUT_DIR/last_checkpoint (everything), else MODEL.WEIGHT's weights only (fine-tuning)
+    arguments = restore_resume_state(checkpointer.resume_or_load(cfg.MODEL.WEIGHT), scaler)
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"])
+    # too few classes for the data is an error; the names go into every checkpoint ("categories")
+    class_names = getattr(data_loader.dataset, "class_names", None)
+    checkpointer.categories = check_num_classes(cfg.MODEL.FCOS.NUM_CLASSES, class_names, cfg.DATASETS.TRAIN, logger)
     logger.info("Training in %d process(es), %d images each (SOLVER.IMS_PER_BATCH %d), from iteration %d",
                 get_world_size(), cfg.SOLVER.IMS_PER_BATCH // get_world_size(), cfg.SOLVER.IMS_PER_BATCH,
                 arguments["iteration"])
@@ -143,11 +151,15 @@ def run_test(cfg, model, distributed):
 def load_model_for_test(cfg):
     """The model that tools/test_net.py evaluates: built from ``cfg`` on MODEL.DEVICE (channels_last
     with SOLVER.CHANNELS_LAST), with MODEL.WEIGHT loaded when it is set, else the latest checkpoint
-    of OUTPUT_DIR."""
+    of OUTPUT_DIR. MODEL.FCOS.NUM_CLASSES 0 takes the checkpoint's count; a warning when the
+    checkpoint's class names are not those of a DATASETS.TEST set."""
+    checkpointer = DetectronCheckpointer(cfg, None, save_dir=cfg.OUTPUT_DIR)
+    weight = cfg.MODEL.WEIGHT
+    cfg = resolve_num_classes_for_inference(cfg, weight or checkpointer.get_checkpoint_file())
     model = build_detection_model(cfg).to(cfg.MODEL.DEVICE)
     if cfg.SOLVER.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
-    checkpointer = DetectronCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR)
-    weight = cfg.MODEL.WEIGHT
-    checkpointer.load(weight or None, use_latest=not weight)
+    checkpointer.model = model
+    extra = checkpointer.load(weight or None, use_latest=not weight)
+    check_test_classes(cfg, extra.get("categories"))
     return model
