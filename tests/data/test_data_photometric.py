@@ -34,21 +34,28 @@ def _array(image):
 
 
 def test_brightness_and_contrast_are_exact_and_clipped():
-    array = np.array([[[0, 100, 250]]], np.float32)
+    array = np.array([[[0, 100, 250]]], np.uint8)
     assert adjust_brightness(array, 10).tolist() == [[[10, 110, 255]]]
-    assert adjust_brightness(array, -20).tolist() == [[[0, 80, 230]]]
+    assert adjust_brightness(array, -20.4).tolist() == [[[0, 80, 230]]]  # rounded
     assert adjust_contrast(array, 1.5).tolist() == [[[0, 150, 255]]]
+    assert adjust_contrast(array, 0.5).dtype == np.uint8
 
 
 def test_saturation_and_hue():
-    array = np.array([[[200, 100, 50], [128, 128, 128]]], np.float32)
-    assert np.allclose(adjust_saturation_hue(array, 1.0, 0.0), array, atol=1e-3)  # HSV round trip
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    # 8-bit HSV round trip: within a few levels
+    assert np.abs(adjust_saturation_hue(array, 1.0, 0.0).astype(int) - array).max() <= 4
+    assert np.abs(adjust_saturation_hue(array, 1.0, 360.0).astype(int) - array).max() <= 4  # a full turn
     grey = adjust_saturation_hue(array, 0.0, 0.0)
-    assert np.allclose(grey[0, 0], 200, atol=1e-3)  # no saturation: every channel at V = max
-    assert np.allclose(adjust_saturation_hue(array, 1.0, 360.0), array, atol=1e-2)  # a full turn
-    red = np.array([[[255, 0, 0]]], np.float32)
-    assert np.allclose(adjust_saturation_hue(red, 1.0, 120.0), [[[0, 255, 0]]], atol=1e-2)  # red -> green
-    assert np.allclose(adjust_saturation_hue(array, 1.0, 180.0)[0, 1], 128, atol=1e-3)  # grey has no hue
+    assert np.array_equal(grey[..., 0], array.max(axis=-1)) and (grey == grey[..., :1]).all()  # all at V
+    red = np.array([[[255, 0, 0]]], np.uint8)
+    assert adjust_saturation_hue(red, 1.0, 120.0).tolist() == [[[0, 255, 0]]]  # red -> green
+    assert adjust_saturation_hue(red, 1.0, -120.0).tolist() == [[[0, 0, 255]]]  # red -> blue
+    pale = np.array([[[200, 150, 150]]], np.uint8)
+    saturated = adjust_saturation_hue(pale, 3.0, 0.0)  # saturation x3 (8-bit HSV: within a level), V kept
+    assert saturated[0, 0, 0] == 200 and np.abs(saturated.astype(int) - [200, 50, 50]).max() <= 1
+    assert adjust_saturation_hue(np.full((1, 1, 3), 128, np.uint8), 1.5, 180.0).tolist() == [[[128, 128, 128]]]
 
 
 def test_photometric_distortion_within_bounds_and_boxes_unchanged():
@@ -107,8 +114,9 @@ def test_noise_has_the_drawn_std_and_is_seeded():
     diff = _array(first) - 128
     assert out_target is target and np.array_equal(_array(first), _array(again))
     assert abs(diff.std() - 5.0) < 0.3 and abs(diff.mean()) < 0.3 and np.abs(diff).max() <= 5 * 6
-    bright = np.full((10, 10, 3), 254, np.float32)
-    assert add_gaussian_noise(bright, 50.0, torch.Generator().manual_seed(0)).max() <= 255
+    bright = np.full((10, 10, 3), 254, np.uint8)
+    noisy = add_gaussian_noise(bright, 50.0, torch.Generator().manual_seed(0))
+    assert noisy.dtype == np.uint8 and noisy.max() == 255 and noisy.min() < 200  # clipped, not wrapped
 
 
 def test_jpeg_recompression_degrades_with_quality_and_is_seeded():
