@@ -164,3 +164,19 @@ def test_sixteen_bit_and_rgba_images_load_as_rgb(tmp_path):
     assert deep.shape == alpha.shape == (30, 40, 3)
     assert deep[0, 0, 0] == 0 and deep[-1, -1, 0] == 255 and 0 < deep[15, 20, 0] < 255  # scaled, not clipped
     assert tuple(alpha[5, 5]) == (10, 200, 30)
+
+
+def test_unreadable_image_in_evaluation_keeps_its_index(tmp_path, caplog):
+    ann_file, root = write_tool_json(tmp_path, [(1, "a.png", 40, 30), (2, "b.png", 20, 10)], [
+        {"image_id": 1, "category_id": 3, "bbox": [1, 2, 10, 5]}])
+    (tmp_path / "images" / "a.png").write_bytes(b"broken")
+    test = COCODataset(ann_file, root, False)
+    with caplog.at_level(logging.WARNING):
+        img, target, index = test[0]
+        assert test[1][2] == 1
+    assert index == 0 and img.size == (40, 30) and not np.asarray(img).any() and len(target) == 0
+    assert "a.png" in caplog.text and "left out of the evaluation" in caplog.text
+    assert test.failures.is_unreadable(0) and data_skip_counts(test) == {"unreadable_image": 1}
+    train = COCODataset(ann_file, root, True)  # training: only a.png has a box, so nothing is left
+    with pytest.raises(RuntimeError, match="none of its 1 images"):
+        train[0]

@@ -96,3 +96,20 @@ def test_run_test_on_a_tool_json(tmp_path, false_positive, per_class):
     table = next(tmp_path.rglob("results.txt")).read_text()
     for cls, ap in per_class.items():
         assert "{:<8} {:>6.2f}".format(cls, 100 * ap) in table
+
+
+def test_run_test_leaves_an_unreadable_image_out_and_keeps_the_others_in_place(tmp_path, caplog):
+    """The corrupt image's index keeps a placeholder, so the next images' detections stay theirs."""
+    name = write_dataset(tmp_path, false_positive=False)
+    (tmp_path / "images" / "batch1" / "a.png").write_bytes(b"not a png")
+    cfg = load_config(QUICKSTART, [
+        "DATASETS.TEST", "('{}',)".format(name), "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DEVICE", "cpu",
+        "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "1000", "TEST.IMS_PER_BATCH", "1",
+        "DATALOADER.NUM_WORKERS", "0"])
+    results = run_test(cfg, ColourDetector(cfg.INPUT.PIXEL_MEAN), distributed=False)
+    coco_results, detections = results[0]
+    assert sorted((d["image_id"], d["category_id"]) for d in detections["bbox"]) == [(2, 3), (2, 12)]
+    assert coco_results.results["bbox"]["AP"] == pytest.approx(1.0)
+    written = json.loads(next(tmp_path.rglob("per_class_ap.json")).read_text())
+    assert written == {"cat": pytest.approx(1.0), "dog": None, "bird": pytest.approx(1.0)}  # no dog left
+    assert "batch1/a.png" in caplog.text and "left out of the evaluation" in caplog.text

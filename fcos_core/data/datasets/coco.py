@@ -23,6 +23,7 @@ from collections import Counter
 import numpy as np
 import torch
 import torch.utils.data
+from PIL import Image
 from pycocotools.coco import COCO
 
 from fcos_core.structures.bounding_box import BoxList
@@ -163,9 +164,11 @@ class COCODataset(torch.utils.data.Dataset):
             contiguous (e.g. 3, 7, 12).
         root (str): folder that the images' ``file_name`` are relative to (``file_name`` may hold
             sub-folders, e.g. "batch1/img.jpg").
-        remove_images_without_annotations (bool): drop images with no usable box (True for
-            training, False for testing so that every image is evaluated: images without boxes are
-            negatives there, and detections on them count as false positives).
+        remove_images_without_annotations (bool): True for training: images with no usable box are
+            dropped, and an unreadable image is replaced by the next readable one. False for
+            testing: every image is evaluated (images without boxes are negatives: detections on
+            them count as false positives), and an unreadable image gives a black placeholder at its
+            index, which the evaluation leaves out (flagged in ``failures``, named in a warning).
         transforms (callable or None): ``(image, target) -> (image, target)``.
 
     ``dataset[i]`` is ``(image, target, i)``: image = PIL RGB image (or what the transforms make of
@@ -192,6 +195,7 @@ class COCODataset(torch.utils.data.Dataset):
 
     def __init__(self, ann_file, root, remove_images_without_annotations, transforms=None):
         self.ann_file, self.root, self.transforms = ann_file, root, transforms
+        self.remove_images_without_annotations = remove_images_without_annotations
         self._skips = SkipLog("COCODataset({})".format(ann_file))
         self.coco = _load_coco(ann_file, self._skips)
         cat_ids = sorted(self.coco.getCatIds())
@@ -290,7 +294,21 @@ class COCODataset(torch.utils.data.Dataset):
 
     @seeded_getitem
     def __getitem__(self, index):
-        return next_readable_sample(self, index, self._read)
+        if self.remove_images_without_annotations:
+            return next_readable_sample(self, index, self._read)
+        # evaluation: keep each sample at its index (predictions are matched to images by it)
+        return self._read(index) or self._placeholder(index)
+
+    def _placeholder(self, index):
+        """(black image of the json size, no boxes, index): the sample of an unreadable image in
+        evaluation, which leaves that image out (it is flagged in ``failures``)."""
+        info = self.get_img_info(index)
+        img = Image.new("RGB", (int(info["width"]), int(info["height"])))
+        target = BoxList(torch.zeros(0, 4), img.size, mode="xyxy")
+        target.add_field("labels", torch.zeros(0, dtype=torch.int64))
+        if self.transforms is not None:
+            img, target = self.transforms(img, target)
+        return img, target, index
 
     def _read(self, index):
         """(image, target, index) for image ``index``, or None (reported) if it cannot be read."""
@@ -300,8 +318,9 @@ class COCODataset(torch.utils.data.Dataset):
         try:
             img, orientation = read_image_for_size(path, json_size)
         except READ_ERRORS as e:
-            self._notice(index, ImageFailures.UNREADABLE, "cannot read image %s (%s); using the next image instead",
-                         path, e)
+            self._notice(index, ImageFailures.UNREADABLE, "cannot read image %s (%s); %s", path, e,
+                         "using the next image instead" if self.remove_images_without_annotations
+                         else "it is left out of the evaluation")
             return None
         if orientation:
             self._notice(index, ImageFailures.EXIF_NOT_APPLIED,
