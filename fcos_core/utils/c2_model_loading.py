@@ -51,7 +51,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def safe_load_pickle(path):
     """Load a pickle that may hold only numpy arrays, numbers, strings and containers."""
     with open(path, "rb") as f:
-        return _RestrictedUnpickler(f, str(path)).load()
+        try:
+            return _RestrictedUnpickler(f, str(path)).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError) as exc:  # truncated / corrupt
+            raise RuntimeError(f"cannot read the weight file {path}: it is truncated, corrupt or not a pickle "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
 _STAGE_RENAMES = [

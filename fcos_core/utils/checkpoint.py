@@ -69,6 +69,9 @@ def safe_torch_load(path):
             f"refusing to load {path}: it holds objects other than tensors and plain containers, "
             f"and loading it could run code from the file ({exc})"
         ) from exc
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as exc:  # truncated, empty, not a torch file
+        raise RuntimeError(f"cannot read the checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated, "
+                           f"corrupt or not a PyTorch file ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
 def _unwrap(model):
@@ -155,6 +158,10 @@ class Checkpointer:
         """
         if self.has_checkpoint():
             last = self.get_checkpoint_file()
+            if not os.path.exists(last):
+                raise FileNotFoundError(
+                    f"{os.path.join(self.save_dir, LAST_CHECKPOINT)} names {last}, which does not exist: put the "
+                    f"file back, point {LAST_CHECKPOINT} at another checkpoint, or delete it to start again")
             ignored = f"; MODEL.WEIGHT {weight} is ignored" if weight else ""
             self.logger.info("Resuming from %s (OUTPUT_DIR has %s)%s", last, LAST_CHECKPOINT, ignored)
             return self.load(last, use_latest=False)

@@ -439,3 +439,24 @@ def test_imagenet_weights_of_another_backbone_are_refused(tmp_path):
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
     with pytest.raises(RuntimeError, match=r"resnet34.pth does not fit the backbone.*layer1\.2\."):
         DetectronCheckpointer(None, model).load(str(path), use_latest=False)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", None])
+def test_corrupt_checkpoint_is_one_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "model_final.pth"
+    if content is None:  # a checkpoint cut short (e.g. a copy that stopped)
+        torch.save({"model": TinyDetector().state_dict()}, path)
+        content = path.read_bytes()[:300]
+    path.write_bytes(content)
+    with pytest.raises(RuntimeError, match=r"cannot read the checkpoint .*model_final.pth .*truncated, corrupt"):
+        DetectronCheckpointer(None, TinyDetector()).load(str(path), use_latest=False)
+    pkl = tmp_path / "R-50.pkl"
+    pkl.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros(3)}}, protocol=2)[:20])
+    with pytest.raises(RuntimeError, match=r"cannot read the weight file .*R-50.pkl"):
+        DetectronCheckpointer(None, TinyDetector()).load(str(pkl), use_latest=False)
+
+
+def test_resume_from_a_last_checkpoint_whose_file_is_gone_says_so(tmp_path):
+    (tmp_path / "last_checkpoint").write_text("model_0001000.pth")
+    with pytest.raises(FileNotFoundError, match=r"last_checkpoint names .*model_0001000.pth, which does not exist"):
+        Checkpointer(TinyDetector(), save_dir=str(tmp_path)).resume_or_load("")
