@@ -44,7 +44,10 @@ _C.MODEL.RETINANET_ON = False
 _C.MODEL.MASK_ON = False
 _C.MODEL.KEYPOINT_ON = False
 # Initial weights: a path, a URL, or "catalog://<name>" resolved through
-# PATHS_CATALOG (e.g. "catalog://ImageNetPretrained/MSRA/R-50").
+# PATHS_CATALOG (e.g. "catalog://ImageNetPretrained/MSRA/R-50"). Training
+# loads its weights only (fine-tuning: no optimizer, schedule or iteration; a
+# classifier of another class count keeps its PRIOR_PROB initialisation), and
+# ignores it when OUTPUT_DIR has a last_checkpoint (a resume): docs/usage.md.
 _C.MODEL.WEIGHT = ""
 # Convert BatchNorm layers to SyncBatchNorm for multi-GPU training (used by
 # the MobileNetV2 configs, whose backbone has trainable BatchNorm).
@@ -157,7 +160,10 @@ _C.MODEL.RETINANET.NMS_TH = 0.4
 # ---------------------------------------------------------------------------- #
 _C.MODEL.FCOS = CN()
 # Classes including background: 81 for COCO, so the head predicts 80 logits
-# and labels run 1..80.
+# and labels run 1..80. Checked against DATASETS.TRAIN before training (too
+# few is an error). 0: take it from the data (training: DATASETS.TRAIN's
+# categories, recorded in OUTPUT_DIR/config.yml; test, demo, export: the
+# checkpoint's classifier).
 _C.MODEL.FCOS.NUM_CLASSES = 81
 # Strides of P3..P7 (§3.2). Location (i, j) of a level with stride s sits at
 # (j*s + s//2, i*s + s//2) in the input image.
