@@ -102,8 +102,12 @@ def test_unusable_annotations_and_images_leave_the_evaluation_ground_truth(tmp_p
 def test_file_names_with_sub_folders(tmp_path):
     ann_file, root = write_tool_json(tmp_path, [(1, "batch1/img.png", 40, 30), (2, "batch2/deep/img.png", 20, 30)], [
         {"image_id": 2, "category_id": 7, "bbox": [2, 3, 5, 6]}])
+    data = json.load(open(ann_file))
+    data["images"].append({"id": 3, "file_name": "batch2\\deep\\img.png", "width": 20, "height": 30})  # Windows
+    json.dump(data, open(ann_file, "w"))
     ds = COCODataset(ann_file, root, False)
-    assert [ds[i][0].size for i in range(2)] == [(40, 30), (20, 30)]
+    assert [ds[i][0].size for i in range(3)] == [(40, 30), (20, 30), (20, 30)]
+    assert (np.asarray(ds[2][0]) == 90).all()  # the file itself, not a placeholder
     assert ds[1][1].bbox.tolist() == [[2, 3, 6, 8]] and not data_skip_counts(ds)
 
 

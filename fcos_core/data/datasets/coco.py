@@ -299,6 +299,13 @@ class COCODataset(torch.utils.data.Dataset):
         # evaluation: keep each sample at its index (predictions are matched to images by it)
         return self._read(index) or self._placeholder(index)
 
+    def _image_path(self, file_name):
+        """``root``/``file_name``; a Windows-made name ("batch1\\img.jpg") is tried with "/" too."""
+        path = os.path.join(self.root, file_name)
+        if "\\" in file_name and not os.path.exists(path):
+            path = os.path.join(self.root, *file_name.split("\\"))
+        return path
+
     def _placeholder(self, index):
         """(black image of the json size, no boxes, index): the sample of an unreadable image in
         evaluation, which leaves that image out (it is flagged in ``failures``)."""
@@ -313,7 +320,7 @@ class COCODataset(torch.utils.data.Dataset):
     def _read(self, index):
         """(image, target, index) for image ``index``, or None (reported) if it cannot be read."""
         info = self.get_img_info(index)
-        path = os.path.join(self.root, info["file_name"])
+        path = self._image_path(str(info["file_name"]))
         json_size = (int(info["width"]), int(info["height"]))
         try:
             img, orientation = read_image_for_size(path, json_size)
