@@ -328,9 +328,10 @@ _C.SOLVER.CHECKPOINT_PERIOD = 2500
 # (new) Log (and append to OUTPUT_DIR/metrics.json) every this many iterations.
 _C.SOLVER.LOG_PERIOD = 20
 # (maskrcnn-benchmark's later key) Evaluate DATASETS.TEST every this many
-# iterations and at MAX_ITER (0: only the test after training). AP goes to metrics.json, loss_curves.png and
-# TensorBoard; OUTPUT_DIR/model_best.pth keeps the weights of the best bbox AP
-# on the first test dataset. The evaluation at MAX_ITER is then the final test.
+# iterations and at MAX_ITER (0: only the test after training). AP goes to
+# metrics.json, loss_curves.png and TensorBoard; OUTPUT_DIR/model_best.pth keeps
+# the weights of the best bbox AP on the first test dataset. The evaluation at
+# MAX_ITER is then the final test (tools/train_net.py does not test again).
 _C.SOLVER.TEST_PERIOD = 0
 # Images per training batch over all processes (16 = 8 GPUs x 2 images).
 _C.SOLVER.IMS_PER_BATCH = 16
