@@ -17,9 +17,12 @@ part) with pixel-inclusive width ``w = x2 - x1 + 1``; ``area`` is ``w * h``; ``i
 segmentation. The same seed gives the same bytes (one numpy Generator per image, seeded with
 (seed, image index)). Generation is atomic: files are written into a hidden temporary folder that is
 renamed to ``out_dir`` at the end, so an interrupted run never leaves a complete-looking dataset.
+:func:`write_coco_dataset` and :func:`ensure_coco_dataset` do that for any renderer given as a
+function of the image index: the second renderer (:mod:`.shapes_variant`) uses them too.
 
 This module uses numpy and OpenCV only (no torch, no other fcos_core module).
 """
+import functools
 import json
 import logging
 import os
@@ -71,19 +74,20 @@ def _polygon(rng, kind, cx, cy, r, theta):
     return np.round(local @ rot.T + (cx, cy)).astype(np.int32)
 
 
-def _draw_shape(canvas, shape, color):
-    """Draw ``shape`` (dict from :func:`_sample_shape`) on ``canvas`` in place with ``color``."""
+def _draw_shape(canvas, shape, color, line_type=cv2.LINE_8):
+    """Draw ``shape`` (dict from :func:`_sample_shape`) on ``canvas`` in place with ``color``;
+    ``line_type`` LINE_8: hard edges (this renderer), LINE_AA: anti-aliased (the second renderer)."""
     thickness = -1 if shape["filled"] else shape["thickness"]
     cx, cy, r = shape["cx"], shape["cy"], shape["r"]
     if shape["kind"] == "circle":
-        cv2.circle(canvas, (cx, cy), r, color, thickness, cv2.LINE_8)
+        cv2.circle(canvas, (cx, cy), r, color, thickness, line_type)
     elif shape["kind"] == "ellipse":
         axes = (r, max(1, int(round(r * shape["minor"]))))
-        cv2.ellipse(canvas, (cx, cy), axes, shape["angle_deg"], 0, 360, color, thickness, cv2.LINE_8)
+        cv2.ellipse(canvas, (cx, cy), axes, shape["angle_deg"], 0, 360, color, thickness, line_type)
     elif shape["filled"]:
-        cv2.fillPoly(canvas, [shape["points"]], color, cv2.LINE_8)
+        cv2.fillPoly(canvas, [shape["points"]], color, line_type)
     else:
-        cv2.polylines(canvas, [shape["points"]], True, color, thickness, cv2.LINE_8)
+        cv2.polylines(canvas, [shape["points"]], True, color, thickness, line_type)
 
 
 def _object_sizes(rng, short, count):
@@ -226,8 +230,10 @@ def _draw_objects(rng, img):
     return drawn
 
 
-def _visible_annotations(drawn):
-    """[(category_id, [x, y, w, h])] of the drawn shapes that are at least MIN_VISIBLE visible."""
+def _visible(drawn):
+    """[(category_id, [x, y, w, h], bool mask [H, W])] of the ``drawn`` shapes ([(category_id,
+    uint8 mask [H, W])] in draw order: later shapes cover earlier ones) that are at least
+    MIN_VISIBLE visible, in draw order; boxes are the masks' tight COCO xywh boxes in pixels."""
     covered = np.zeros_like(drawn[0][1], dtype=bool) if drawn else None
     kept = []
     for category_id, mask in reversed(drawn):
@@ -235,8 +241,13 @@ def _visible_annotations(drawn):
         visible = np.count_nonzero(pixels & ~covered) / np.count_nonzero(pixels)
         covered |= pixels
         if visible >= MIN_VISIBLE:
-            kept.append((category_id, [int(v) for v in cv2.boundingRect(mask)]))
+            kept.append((category_id, [int(v) for v in cv2.boundingRect(mask)], pixels))
     return kept[::-1]
+
+
+def _visible_annotations(drawn):
+    """[(category_id, [x, y, w, h])] of the drawn shapes that are at least MIN_VISIBLE visible."""
+    return [(category_id, box) for category_id, box, _ in _visible(drawn)]
 
 
 def render_shapes_image(seed, index):
@@ -262,11 +273,10 @@ def render_shapes_image(seed, index):
 
 
 # ----------------------------------------------------------------------------- dataset
-def _coco_json(images, annotations, seed):
-    """The COCO dict for ``images`` and ``annotations`` (lists of dicts)."""
+def _coco_json(images, annotations, info):
+    """The COCO dict: ``info`` (dict), ``images`` and ``annotations`` (lists of dicts), the six CATEGORIES."""
     return {
-        "info": {"description": "fcos_core shapes", "generator_version": GENERATOR_VERSION,
-                 "seed": int(seed), "num_images": len(images)},
+        "info": info,
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -275,53 +285,57 @@ def _coco_json(images, annotations, seed):
     }
 
 
-def _write_images(img_dir, num_images, seed):
-    """Render and save images 0..num_images-1; returns the COCO image and annotation lists."""
+def _write_images(img_dir, num_images, render_one, name):
+    """Save the files of ``render_one(0..num_images-1)`` in ``img_dir``; returns the COCO image and
+    annotation lists (ids from 1). Logs progress every 100 images as "<name>: i / n images written"."""
     images, annotations = [], []
     for index in range(num_images):
-        img, anns = render_shapes_image(seed, index)
-        file_name = "{:06d}.png".format(index)
-        ok, data = cv2.imencode(".png", img[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise RuntimeError("could not encode {}".format(file_name))
+        data, file_name, (width, height), anns = render_one(index)
         with open(os.path.join(img_dir, file_name), "wb") as f:
-            f.write(data.tobytes())
+            f.write(data)
         image_id = index + 1
-        images.append({"id": image_id, "file_name": file_name, "height": img.shape[0], "width": img.shape[1]})
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for category_id, (x, y, w, h) in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+        if (index + 1) % 100 == 0 or index + 1 == num_images:
+            logger.info("%s: %d / %d images written", name, index + 1, num_images)
     return images, annotations
 
 
-def generate_shapes_dataset(out_dir, num_images, seed):
-    """Write a shapes dataset of ``num_images`` images into the new folder ``out_dir``.
+def write_coco_dataset(out_dir, num_images, render_one, info, name):
+    """Write ``num_images`` rendered images and their COCO json into the new folder ``out_dir``.
 
     Arguments:
         out_dir (str): folder to create; it must not exist yet.
         num_images (int): number of images (>= 1).
-        seed (int): the same seed gives the same bytes.
+        render_one (callable): ``index -> (data, file_name, (width, height), annotations)``: the
+            image file's bytes, its name in ``out_dir/images``, its size in pixels, and a list of
+            (category_id, [x, y, w, h]) COCO xywh boxes in pixels.
+        info (dict): the json's "info"; ``num_images`` is added to it.
+        name (str): what the log calls the dataset ("shapes", "shapes variant").
 
     Returns:
-        (img_dir, ann_file): ``out_dir/images`` and ``out_dir/instances.json``.
+        (img_dir, ann_file): ``out_dir/images`` and ``out_dir/instances.json`` (keys sorted).
 
     The files are written into a hidden temporary folder beside ``out_dir`` that is renamed to
     ``out_dir`` when complete (and removed if generation fails). If another process creates
-    ``out_dir`` meanwhile, its copy is kept and ours is discarded (same seed, same bytes).
+    ``out_dir`` meanwhile, its copy is kept and ours is discarded (same settings, same bytes).
     """
     if num_images < 1:
         raise ValueError("num_images must be >= 1, got {}".format(num_images))
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir):
         raise FileExistsError("{} exists already".format(out_dir))
-    parent, name = os.path.split(out_dir)
+    parent, folder = os.path.split(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, ".{}.tmp-{}".format(name, uuid.uuid4().hex))
+    tmp = os.path.join(parent, ".{}.tmp-{}".format(folder, uuid.uuid4().hex))
     try:
         os.makedirs(os.path.join(tmp, "images"))
-        images, annotations = _write_images(os.path.join(tmp, "images"), num_images, seed)
+        images, annotations = _write_images(os.path.join(tmp, "images"), num_images, render_one, name)
         with open(os.path.join(tmp, "instances.json"), "w") as f:
-            json.dump(_coco_json(images, annotations, seed), f, sort_keys=True, separators=(",", ":"))
+            json.dump(_coco_json(images, annotations, dict(info, num_images=len(images))), f,
+                      sort_keys=True, separators=(",", ":"))
         try:
             os.rename(tmp, out_dir)
         except OSError:
@@ -342,26 +356,70 @@ def _existing_info(ann_file):
         return None
 
 
-def ensure_shapes_dataset(out_dir, num_images, seed):
-    """The shapes dataset in ``out_dir``, generated first if missing or made with other settings.
+def ensure_coco_dataset(out_dir, num_images, render_one, info, name):
+    """The dataset in ``out_dir``, written first by :func:`write_coco_dataset` (same arguments) if
+    missing or if its json's "info" differs from ``info`` plus ``num_images`` in any key of those
+    (another renderer, version, seed or count): the stale folder is moved away, with a warning.
 
-    Returns (img_dir, ann_file) as :func:`generate_shapes_dataset`. A folder whose json records
-    another seed, image count or generator version is replaced (atomically, with a warning).
+    Returns (img_dir, ann_file) as :func:`write_coco_dataset`.
     """
     img_dir, ann_file = os.path.join(out_dir, "images"), os.path.join(out_dir, "instances.json")
-    wanted = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "num_images": int(num_images)}
+    wanted = dict(info, num_images=int(num_images))
     if os.path.isdir(out_dir):
-        info = _existing_info(ann_file) or {}
-        if all(info.get(k) == v for k, v in wanted.items()):
+        found = _existing_info(ann_file) or {}
+        differing = [k for k, v in wanted.items() if found.get(k) != v]
+        if not differing:
             return img_dir, ann_file
-        logger.warning("shapes dataset %s has %s, wanted %s: generating it again", out_dir,
-                       {k: info.get(k) for k in wanted}, wanted)
-        parent, name = os.path.split(os.path.abspath(out_dir))
-        stale = os.path.join(parent, ".{}.old-{}".format(name, uuid.uuid4().hex))
+        logger.warning("%s dataset %s has %s, wanted %s: generating it again", name, out_dir,
+                       {k: found.get(k) for k in differing}, {k: wanted[k] for k in differing})
+        parent, folder = os.path.split(os.path.abspath(out_dir))
+        stale = os.path.join(parent, ".{}.old-{}".format(folder, uuid.uuid4().hex))
         try:
             os.rename(out_dir, stale)
         except FileNotFoundError:
             pass  # another process moved it away first; it is regenerating it too
         shutil.rmtree(stale, ignore_errors=True)
-    logger.info("generating the shapes dataset (%d images, seed %d) in %s", num_images, seed, out_dir)
-    return generate_shapes_dataset(out_dir, num_images, seed)
+    logger.info("generating the %s dataset (%d images, seed %d) in %s", name, num_images, info["seed"], out_dir)
+    return write_coco_dataset(out_dir, num_images, render_one, info, name)
+
+
+# ----------------------------------------------------------------------------- the first renderer's files
+def _info(seed):
+    """The first renderer's json "info" (without num_images)."""
+    return {"description": "fcos_core shapes", "generator_version": GENERATOR_VERSION, "seed": int(seed)}
+
+
+def _png_file(seed, index):
+    """``render_one`` of :func:`write_coco_dataset` for the first renderer: image ``index`` as PNG."""
+    img, anns = render_shapes_image(seed, index)
+    file_name = "{:06d}.png".format(index)
+    ok, data = cv2.imencode(".png", img[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("could not encode {}".format(file_name))
+    return data.tobytes(), file_name, (img.shape[1], img.shape[0]), anns
+
+
+def generate_shapes_dataset(out_dir, num_images, seed):
+    """Write a shapes dataset of ``num_images`` images into the new folder ``out_dir``.
+
+    Arguments:
+        out_dir (str): folder to create; it must not exist yet.
+        num_images (int): number of images (>= 1).
+        seed (int): the same seed gives the same bytes.
+
+    Returns:
+        (img_dir, ann_file): ``out_dir/images`` and ``out_dir/instances.json``.
+
+    Atomic, as :func:`write_coco_dataset`: an interrupted run leaves nothing; another process's
+    copy written meanwhile is kept.
+    """
+    return write_coco_dataset(out_dir, num_images, functools.partial(_png_file, seed), _info(seed), "shapes")
+
+
+def ensure_shapes_dataset(out_dir, num_images, seed):
+    """The shapes dataset in ``out_dir``, generated first if missing or made with other settings.
+
+    Returns (img_dir, ann_file) as :func:`generate_shapes_dataset`. A folder whose json records
+    another seed, image count, generator version or renderer is replaced (atomically, with a warning).
+    """
+    return ensure_coco_dataset(out_dir, num_images, functools.partial(_png_file, seed), _info(seed), "shapes")

@@ -22,18 +22,16 @@ its anti-aliased drawing (the analogue of the first renderer's hard-edged pixels
     out_dir/instances.json          COCO json, keys sorted; "info" records renderer, version, seed, size
 
 The same seed gives the same bytes on a machine (one numpy Generator per image; OpenCV's JPEG
-encoder). Written atomically (a hidden temporary folder renamed at the end). numpy and OpenCV only.
+encoder). Written atomically by :func:`.shapes.write_coco_dataset` (a hidden temporary folder renamed
+at the end). numpy and OpenCV only.
 """
-import json
-import logging
-import os
-import shutil
-import uuid
+import functools
 
 import cv2
 import numpy as np
 
-from .shapes import CATEGORIES, MIN_VISIBLE, _contrasting_color, _existing_info, _image_size, _object_sizes, _sample_shape
+from .shapes import (CATEGORIES, _contrasting_color, _draw_shape, _image_size, _object_sizes, _sample_shape, _visible,
+                     ensure_coco_dataset, write_coco_dataset)
 
 # bump when the drawing changes, so that catalog folders made by an older version are redone
 VARIANT_VERSION = 1
@@ -43,8 +41,6 @@ JPEG_QUALITY = (25, 85)
 TEXT_CHARACTERS = "BCEFGHJKLMNPRSTUWYZ2345679abdeghkmnprstuyz"
 TEXT_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
               cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)
-
-logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- background
@@ -98,17 +94,7 @@ def _bar_clutter(rng, img, count):
 def _coverage(shape, height, width):
     """The anti-aliased drawing of ``shape`` (dict from shapes._sample_shape): uint8 [H, W], 255 = covered."""
     canvas = np.zeros((height, width), np.uint8)
-    thickness = -1 if shape["filled"] else shape["thickness"]
-    cx, cy, r = shape["cx"], shape["cy"], shape["r"]
-    if shape["kind"] == "circle":
-        cv2.circle(canvas, (cx, cy), r, 255, thickness, cv2.LINE_AA)
-    elif shape["kind"] == "ellipse":
-        axes = (r, max(1, int(round(r * shape["minor"]))))
-        cv2.ellipse(canvas, (cx, cy), axes, shape["angle_deg"], 0, 360, 255, thickness, cv2.LINE_AA)
-    elif shape["filled"]:
-        cv2.fillPoly(canvas, [shape["points"]], 255, cv2.LINE_AA)
-    else:
-        cv2.polylines(canvas, [shape["points"]], True, 255, thickness, cv2.LINE_AA)
+    _draw_shape(canvas, shape, 255, cv2.LINE_AA)
     return canvas
 
 
@@ -201,50 +187,18 @@ def render_variant_image(seed, index):
                 masks=[mask for _, _, mask in visible])
 
 
-def _visible(drawn):
-    """[(category_id, [x, y, w, h], bool mask)] of the drawn shapes at least MIN_VISIBLE visible
-    (the first renderer's rule: later shapes cover earlier ones), in draw order."""
-    covered = np.zeros_like(drawn[0][1], dtype=bool) if drawn else None
-    kept = []
-    for category_id, mask in reversed(drawn):
-        pixels = mask.astype(bool)
-        visible = np.count_nonzero(pixels & ~covered) / np.count_nonzero(pixels)
-        covered |= pixels
-        if visible >= MIN_VISIBLE:
-            kept.append((category_id, [int(v) for v in cv2.boundingRect(mask)], pixels))
-    return kept[::-1]
-
-
 # ----------------------------------------------------------------------------- dataset
-def _coco_json(images, annotations, seed):
-    """The COCO dict (categories exactly those of the first renderer: same ids, names, order)."""
-    return {
-        "info": {"description": "fcos_core shapes, second renderer (evaluation only)", "renderer": RENDERER,
-                 "generator_version": VARIANT_VERSION, "seed": int(seed), "num_images": len(images)},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)],
-    }
+def _info(seed):
+    """The second renderer's json "info" (without num_images)."""
+    return {"description": "fcos_core shapes, second renderer (evaluation only)", "renderer": RENDERER,
+            "generator_version": VARIANT_VERSION, "seed": int(seed)}
 
 
-def _write_images(img_dir, num_images, seed):
-    """Render and save images 0..num_images-1 as JPEG; returns the COCO image and annotation lists."""
-    images, annotations = [], []
-    for index in range(num_images):
-        rendered = render_variant_image(seed, index)
-        file_name = "{:06d}.jpg".format(index)
-        with open(os.path.join(img_dir, file_name), "wb") as f:
-            f.write(rendered["jpeg"])
-        image_id = index + 1
-        images.append({"id": image_id, "file_name": file_name, "height": rendered["height"],
-                       "width": rendered["width"]})
-        for category_id, (x, y, w, h) in rendered["annotations"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
-        if (index + 1) % 100 == 0 or index + 1 == num_images:
-            logger.info("shapes variant: %d / %d images written", index + 1, num_images)
-    return images, annotations
+def _jpeg_file(seed, index):
+    """``render_one`` of shapes.write_coco_dataset for the second renderer: image ``index`` as JPEG."""
+    rendered = render_variant_image(seed, index)
+    return (rendered["jpeg"], "{:06d}.jpg".format(index), (rendered["width"], rendered["height"]),
+            rendered["annotations"])
 
 
 def generate_variant_dataset(out_dir, num_images, seed):
@@ -255,28 +209,8 @@ def generate_variant_dataset(out_dir, num_images, seed):
     temporary folder beside ``out_dir``, renamed to it when complete (removed on failure); if another
     process created ``out_dir`` meanwhile, its copy is kept (same seed, same bytes).
     """
-    if num_images < 1:
-        raise ValueError("num_images must be >= 1, got {}".format(num_images))
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir):
-        raise FileExistsError("{} exists already".format(out_dir))
-    parent, name = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, ".{}.tmp-{}".format(name, uuid.uuid4().hex))
-    try:
-        os.makedirs(os.path.join(tmp, "images"))
-        images, annotations = _write_images(os.path.join(tmp, "images"), num_images, seed)
-        with open(os.path.join(tmp, "instances.json"), "w") as f:
-            json.dump(_coco_json(images, annotations, seed), f, sort_keys=True, separators=(",", ":"))
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if not os.path.isdir(out_dir):
-                raise
-            logger.info("%s was created by another process meanwhile; using that one", out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return os.path.join(out_dir, "images"), os.path.join(out_dir, "instances.json")
+    return write_coco_dataset(out_dir, num_images, functools.partial(_jpeg_file, seed), _info(seed),
+                              "shapes variant")
 
 
 def ensure_variant_dataset(out_dir, num_images, seed):
@@ -285,21 +219,5 @@ def ensure_variant_dataset(out_dir, num_images, seed):
 
     Returns (img_dir, ann_file) as :func:`generate_variant_dataset`.
     """
-    img_dir, ann_file = os.path.join(out_dir, "images"), os.path.join(out_dir, "instances.json")
-    wanted = {"renderer": RENDERER, "generator_version": VARIANT_VERSION, "seed": int(seed),
-              "num_images": int(num_images)}
-    if os.path.isdir(out_dir):
-        info = _existing_info(ann_file) or {}
-        if all(info.get(k) == v for k, v in wanted.items()):
-            return img_dir, ann_file
-        logger.warning("shapes variant dataset %s has %s, wanted %s: generating it again", out_dir,
-                       {k: info.get(k) for k in wanted}, wanted)
-        parent, name = os.path.split(os.path.abspath(out_dir))
-        stale = os.path.join(parent, ".{}.old-{}".format(name, uuid.uuid4().hex))
-        try:
-            os.rename(out_dir, stale)
-        except FileNotFoundError:
-            pass  # another process moved it away first; it is regenerating it too
-        shutil.rmtree(stale, ignore_errors=True)
-    logger.info("generating the shapes variant dataset (%d images, seed %d) in %s", num_images, seed, out_dir)
-    return generate_variant_dataset(out_dir, num_images, seed)
+    return ensure_coco_dataset(out_dir, num_images, functools.partial(_jpeg_file, seed), _info(seed),
+                               "shapes variant")
