@@ -151,6 +151,9 @@ def _bbox_values(bbox):
     """(x, y, w, h) floats from a COCO "bbox", or None if it is not 4 finite numbers."""
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None
+    if all(type(v) in (float, int) for v in bbox):  # the common case, without the checks of _as_number
+        values = [float(v) for v in bbox]
+        return values if all(map(math.isfinite, values)) else None
     values = [_as_number(v) for v in bbox]
     return None if None in values else values
 
