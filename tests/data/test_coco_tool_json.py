@@ -38,19 +38,23 @@ def test_missing_fields_are_filled_in_memory_and_logged(tmp_path, caplog):
         {"image_id": 2, "category_id": 12, "bbox": [3, 3, 6, 6], "segmentation": {"size": [30, 40], "counts": "x"}},
         {"id": 9, "image_id": 2, "category_id": 3, "bbox": [0, 0, 4, 4], "area": 99.0, "iscrowd": 1,
          "segmentation": None},
+        {"id": 10, "image_id": 2, "category_id": 3, "bbox": [0, 10, 4, 4], "area": "16", "iscrowd": True},
+        {"id": 11, "image_id": 2, "category_id": 3, "bbox": ["30", 10, 4, 4], "iscrowd": "0"},
     ])
     before = open(ann_file).read()
     with caplog.at_level(logging.INFO, logger="fcos_core.data.datasets.coco"):
         ds = COCODataset(ann_file, root, False)
     assert open(ann_file).read() == before  # the user's file is not changed
     anns = sorted(ds.coco.dataset["annotations"], key=lambda a: a["bbox"])
-    assert [a["area"] for a in anns] == [99.0, 50.0, 36.0, 32.0]  # w*h; the given area kept
-    assert sorted(a["iscrowd"] for a in anns) == [0, 0, 0, 1]
-    assert len({a["id"] for a in anns}) == 4 and 9 in ds.coco.anns
+    # w*h where missing; the given area kept, as a number; iscrowd as 0/1 ("0" is no crowd)
+    assert [(a["bbox"], a["area"], a["iscrowd"]) for a in anns] == [
+        ([0.0, 0.0, 4.0, 4.0], 99.0, 1), ([0.0, 10.0, 4.0, 4.0], 16.0, 1), ([1.0, 2.0, 10.0, 5.0], 50.0, 0),
+        ([3.0, 3.0, 6.0, 6.0], 36.0, 0), ([20.0, 2.0, 8.0, 4.0], 32.0, 0), ([30.0, 10.0, 4.0, 4.0], 16.0, 0)]
+    assert len({a["id"] for a in anns}) == 6 and {9, 10, 11} <= set(ds.coco.anns)
     filled = [r.getMessage() for r in caplog.records if "filled in" in r.getMessage()]
-    assert len(filled) == 1 and "area for 3" in filled[0] and "iscrowd for 3" in filled[0] and \
+    assert len(filled) == 1 and "area for 4" in filled[0] and "iscrowd for 3" in filled[0] and \
         "id for 3" in filled[0] and "tool.json" in filled[0]
-    assert ds[0][1].get_field("labels").tolist() == [1, 2] and ds[1][1].get_field("labels").tolist() == [3]
+    assert ds[0][1].get_field("labels").tolist() == [1, 2] and ds[1][1].get_field("labels").tolist() == [3, 1]
 
 
 def test_repeated_annotation_ids_are_made_unique(tmp_path):

@@ -101,15 +101,17 @@ def complete_annotations(data, skips):
             ids[ann.get("id")] -= 1  # the last of repeated ids keeps it
             ann["id"], next_id = next_id, next_id + 1
             filled["id"] += 1
-        if _as_number(ann.get("iscrowd")) is None:
-            ann["iscrowd"] = 0
-            filled["iscrowd"] += 1
+        crowd = ann.get("iscrowd")
+        crowd = float(crowd) if isinstance(crowd, bool) else _as_number(crowd)
+        filled["iscrowd"] += crowd is None
+        ann["iscrowd"] = int(bool(crowd))  # 0/1: pycocotools takes any truthy value ("0" too) as crowd
         box = _bbox_values(ann.get("bbox"))
         if box is not None:
             ann["bbox"] = box  # numbers as floats: pycocotools computes with them as they are
-        if _as_number(ann.get("area")) is None and box is not None:
-            ann["area"] = max(box[2], 0.0) * max(box[3], 0.0)
-            filled["area"] += 1
+            area = _as_number(ann.get("area"))
+            filled["area"] += area is None
+            ann["area"] = max(box[2], 0.0) * max(box[3], 0.0) if area is None else area
+    filled = +filled  # drop zero counts
     data["images"], data["annotations"] = images, annotations
     return filled
 
