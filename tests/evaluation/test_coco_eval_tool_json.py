@@ -129,3 +129,14 @@ def test_shared_names_stay_apart(tmp_path):
     per_class = json.loads((tmp_path / "out" / "per_class_ap.json").read_text())
     assert per_class == pytest.approx({"pet (id 3)": 1.0, "pet (id 7)": 0.0, "bird": 1.0})
     assert os.path.isfile(tmp_path / "out" / "results.txt")
+
+
+def test_box_proposal_recall_on_a_tool_json(tmp_path):
+    dataset = tool_dataset(tmp_path)
+    proposals = []
+    for pred in predictions(dataset, perfect()):
+        proposal = pred.copy_with_fields([])
+        proposal.add_field("objectness", torch.ones(len(pred)))
+        proposals.append(proposal)
+    results, _ = evaluate(dataset, proposals, None, box_only=True)  # reads iscrowd and area of each box
+    assert results.results["box_proposal"]["AR@100"] == pytest.approx(1.0)
