@@ -30,43 +30,11 @@ ONE_LEVEL_WARN_FRACTION = 0.9  # warn when one level gets more of the boxes than
 
 
 # ----------------------------------------------------------------------------- boxes from annotations
-def _finite_bbox(bbox):
-    """(x, y, w, h) floats of a COCO "bbox" with w, h > 0, or None."""
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        return None
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-        return None
-    return x, y, w, h
-
-
-def _coco_boxes(dataset, index):
-    """Boxes and labels of image ``index`` of a COCODataset, from its json (``dataset.coco``) with
-    the dataset's rules: non-crowd, known category, pixel-inclusive xyxy (x2 = x + w - 1) clipped
-    to the image, dropped when the clipped box has x2 <= x1 or y2 <= y1."""
-    info = dataset.get_img_info(index)
-    width, height = float(info["width"]), float(info["height"])
-    boxes, labels = [], []
-    for ann in dataset.coco.imgToAnns.get(info["id"], []):
-        label = dataset.json_category_id_to_contiguous_id.get(ann.get("category_id"))
-        values = _finite_bbox(ann.get("bbox"))
-        if ann.get("iscrowd", 0) or label is None or values is None:
-            continue
-        x, y, w, h = values
-        x1, y1 = min(max(x, 0.0), width - 1), min(max(y, 0.0), height - 1)
-        x2, y2 = min(max(x + max(w - 1, 0.0), 0.0), width - 1), min(max(y + max(h - 1, 0.0), 0.0), height - 1)
-        if x2 > x1 and y2 > y1:
-            boxes.append([x1, y1, x2, y2])
-            labels.append(label)
-    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.int64)
-
-
 def image_boxes(dataset, index, drop_difficult=False):
     """(boxes float64 [N, 4] xyxy in pixels of the annotated image size, labels int64 [N]) of image
-    ``index``, without reading the image: ``get_groundtruth`` where the dataset has it (VOC; with
-    ``drop_difficult`` the boxes flagged "difficult" are left out, as training does), else the
-    COCO json of a COCODataset. Works through ConcatDataset."""
+    ``index``, without reading the image, from the dataset's ``get_groundtruth`` (COCO and VOC;
+    with ``drop_difficult`` the boxes flagged "difficult" are left out, as training does). Works
+    through ConcatDataset."""
     if isinstance(dataset, ConcatDataset):
         which, inner = dataset.get_idxs(index)
         return image_boxes(dataset.datasets[which], inner, drop_difficult)
@@ -77,9 +45,7 @@ def image_boxes(dataset, index, drop_difficult=False):
             keep = ~target.get_field("difficult").numpy().astype(bool)
             boxes, labels = boxes[keep], labels[keep]
         return boxes, labels
-    if hasattr(dataset, "coco"):
-        return _coco_boxes(dataset, index)
-    raise TypeError("{} gives no boxes without reading its images (no get_groundtruth, no COCO json)"
+    raise TypeError("{} gives no boxes without reading its images (no get_groundtruth)"
                     .format(type(dataset).__name__))
 
 

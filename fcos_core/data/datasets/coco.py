@@ -340,9 +340,8 @@ class COCODataset(torch.utils.data.Dataset):
                          "displayed %dx%d: the boxes are taken as drawn on the unrotated pixels and the image "
                          "is used unrotated (the convention is EXIF applied, as annotation tools display it)",
                          path, orientation, img.size[0], img.size[1], img.size[1], img.size[0])
-        boxes, labels = self._targets[self.id_to_img_map[index]]
-        target = BoxList(torch.from_numpy(boxes.copy()), img.size, mode="xyxy")
-        target.add_field("labels", torch.from_numpy(labels.copy()))
+        target = self.get_groundtruth(index)
+        target.size = img.size  # a new BoxList of ours; the json's size unless the warning below fires
         if img.size != json_size:
             self._notice(index, ImageFailures.SIZE_MISMATCH,
                          "image %s is %dx%d (EXIF orientation applied) but the json says %sx%s; boxes kept, "
@@ -362,6 +361,16 @@ class COCODataset(torch.utils.data.Dataset):
         if self._notices[flag] == SkipLog.MAX_MESSAGES:
             logger.warning("%s: further '%s' messages are not shown, only counted", self._skips.owner,
                            ImageFailures.NAMES[flag])
+
+    def get_groundtruth(self, index):
+        """The training boxes of image ``index`` without reading the image: BoxList xyxy
+        (pixel-inclusive) in the json's image size, field "labels" (int64 [N], 1..C). Crowd and
+        unusable annotations are left out and boxes clipped, by the rules of the class docstring."""
+        info = self.get_img_info(index)
+        boxes, labels = self._targets[self.id_to_img_map[index]]
+        target = BoxList(torch.from_numpy(boxes.copy()), (int(info["width"]), int(info["height"])), mode="xyxy")
+        target.add_field("labels", torch.from_numpy(labels.copy()))
+        return target
 
     def get_img_info(self, index):
         """The json "images" entry of image ``index``: dict with "height", "width", "file_name", "id"."""
