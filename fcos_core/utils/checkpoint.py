@@ -24,7 +24,9 @@ from fcos_core.utils.c2_model_loading import (
     looks_like_torchvision_classifier,
     rename_deformable_conv_weights,
 )
-from fcos_core.utils.model_serialization import check_backbone_init, load_state_dict, strip_prefix_if_present
+from fcos_core.utils.model_serialization import (
+    check_backbone_init, load_state_dict, match_state_dict, strip_prefix_if_present,
+)
 from fcos_core.utils.model_zoo import resolve_weight
 
 LAST_CHECKPOINT = "last_checkpoint"
@@ -208,7 +210,7 @@ class Checkpointer:
         try:
             return load_state_dict(model, state, strict=strict, source=source, reinit_on_mismatch=reinit_on_mismatch)
         except RuntimeError as exc:
-            raise RuntimeError(str(exc) + _classifier_hint(model.state_dict(), state)) from None
+            raise RuntimeError(str(exc) + _load_hint(model.state_dict(), state)) from None
 
     def _init_backbone(self, model, state, source):
         """ImageNet weights (body names) into the backbone body, by suffix; deformable convs take
@@ -223,17 +225,20 @@ class Checkpointer:
         return report
 
 
-def _classifier_hint(model_state, state):
-    """A sentence for a file whose classifier has another class count than the model, else ""."""
-    key = CLASSIFIER_KEYS[1]
-    state = strip_prefix_if_present(state, "module.")
-    if key not in model_state or key not in state or tuple(state[key].shape) == tuple(model_state[key].shape):
-        return ""
-    in_file, in_model = int(state[key].shape[0]), int(model_state[key].shape[0])
+def _load_hint(model_state, state):
+    """What to do about a detector checkpoint that does not fit: set the class count when only the
+    classifier differs, else compare the architecture keys."""
+    _, report = match_state_dict(model_state, state)
+    classifier_only = not (report.missing or report.unexpected) and all(
+        m[0] in CLASSIFIER_KEYS for m in report.mismatched)
+    if not classifier_only:
+        return ("\nIt is a checkpoint of another architecture: compare MODEL.BACKBONE.CONV_BODY, MODEL.RESNETS.*, "
+                "MODEL.FCOS.* (NUM_CONVS, USE_DCN_IN_TOWER, ...) with the config it was trained with.")
+    in_file, in_model = (int(report.mismatched[0][i][0]) for i in (3, 2))
     return (f"\nThe file's classifier has {in_file} classes and the model {in_model} (MODEL.FCOS.NUM_CLASSES "
-            f"{in_model + 1}, background included): to run the file, set MODEL.FCOS.NUM_CLASSES {in_file + 1}; "
-            f"to fine-tune it to {in_model} classes, give it as MODEL.WEIGHT to tools/train_net.py with an "
-            "OUTPUT_DIR without last_checkpoint.")
+            f"{in_model + 1}, background included): to run the file, set MODEL.FCOS.NUM_CLASSES {in_file + 1} (or 0: "
+            f"from the checkpoint); to fine-tune it to {in_model} classes, give it as MODEL.WEIGHT to "
+            "tools/train_net.py with an OUTPUT_DIR without last_checkpoint.")
 
 
 class DetectronCheckpointer(Checkpointer):

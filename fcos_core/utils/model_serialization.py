@@ -52,7 +52,7 @@ class LoadReport:
             [f"{m}: model {tuple(ms)} vs file {tuple(ls)} ({lk})" for m, lk, ms, ls in self.mismatched],
         )
         block(
-            "not loaded, re-initialised (another shape in the file)",
+            "another class count, allowed when fine-tuning (kept the model's initialisation)",
             [f"{m}: model {tuple(ms)} vs file {tuple(ls)}" for m, lk, ms, ls in self.reinitialised],
         )
         return "\n".join(lines)
@@ -136,7 +136,7 @@ def load_state_dict(model, loaded_state, strict=True, by_suffix=False, source="c
     new_state, report = match_state_dict(model_state, loaded_state, by_suffix=by_suffix)
     _allow_mismatches(report, reinit_on_mismatch)
     if strict and not report.ok:
-        raise RuntimeError(f"{source} does not fit the model:\n{report.describe()}")
+        raise RuntimeError(f"{source} does not fit the model:\n{report.describe(limit=10)}")
     with torch.no_grad():
         for key, value in new_state.items():
             model_state[key].copy_(value)

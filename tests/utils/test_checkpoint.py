@@ -351,6 +351,7 @@ def test_fine_tuning_refuses_a_checkpoint_of_another_architecture(tmp_path, othe
     msg = str(info.value)
     assert str(path) in msg and "does not fit the model" in msg
     assert "backbone." in msg  # the first bad keys are named
+    assert "another architecture" in msg and "set MODEL.FCOS.NUM_CLASSES" not in msg
 
 
 def test_running_a_checkpoint_of_another_class_count_says_which_number_to_set(tmp_path):
