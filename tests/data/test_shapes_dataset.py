@@ -1,30 +1,24 @@
-"""The embedded shapes generator: determinism, coverage, COCO layout, atomic generation."""
-import hashlib
+"""The embedded shapes generator: determinism, coverage, COCO layout, atomic generation; the folder
+handling (write, reuse, regenerate, refuse) for both renderers, which share it."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
-from fcos_core.data.datasets import shapes
+from fcos_core.data.datasets import shapes, shapes_variant
+
+# both renderers write their folders with shapes.write_coco_dataset / ensure_coco_dataset:
+# name -> (generate, ensure, image file extension)
+RENDERERS = {"shapes": (shapes.generate_shapes_dataset, shapes.ensure_shapes_dataset, ".png"),
+             "variant": (shapes_variant.generate_variant_dataset, shapes_variant.ensure_variant_dataset, ".jpg")}
 
 
-def _digest(folder):
-    """sha256 over every file's relative path and bytes."""
-    h = hashlib.sha256()
-    for dirpath, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            path = os.path.join(dirpath, name)
-            h.update(os.path.relpath(path, folder).encode())
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
-
-
-def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
-    a = _digest(os.path.dirname(shapes.generate_shapes_dataset(str(tmp_path / "a"), 6, seed=3)[1]))
-    b = _digest(os.path.dirname(shapes.generate_shapes_dataset(str(tmp_path / "b"), 6, seed=3)[1]))
-    c = _digest(os.path.dirname(shapes.generate_shapes_dataset(str(tmp_path / "c"), 6, seed=4)[1]))
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, folder_digest):
+    a = folder_digest(os.path.dirname(shapes.generate_shapes_dataset(str(tmp_path / "a"), 6, seed=3)[1]))
+    b = folder_digest(os.path.dirname(shapes.generate_shapes_dataset(str(tmp_path / "b"), 6, seed=3)[1]))
+    c = folder_digest(os.path.dirname(shapes.generate_shapes_dataset(str(tmp_path / "c"), 6, seed=4)[1]))
     assert a == b
     assert a != c
 
@@ -97,41 +91,67 @@ def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_ensure_reuses_and_regenerates(tmp_path, caplog):
+@pytest.mark.parametrize("name", sorted(RENDERERS))
+def test_ensure_reuses_and_regenerates(tmp_path, caplog, name):
+    ensure = RENDERERS[name][1]
     out = str(tmp_path / "s")
-    _, ann_file = shapes.ensure_shapes_dataset(out, 2, seed=5)
+    _, ann_file = ensure(out, 2, seed=5)
     mtime = os.path.getmtime(ann_file)
-    assert shapes.ensure_shapes_dataset(out, 2, seed=5)[1] == ann_file
+    assert ensure(out, 2, seed=5)[1] == ann_file
     assert os.path.getmtime(ann_file) == mtime
-    shapes.ensure_shapes_dataset(out, 3, seed=5)
+    ensure(out, 3, seed=5)
     with open(ann_file) as f:
         assert len(json.load(f)["images"]) == 3
     assert "generating it again" in caplog.text
     assert sorted(os.listdir(tmp_path)) == ["s"]
 
 
-def test_refuses_existing_folder(tmp_path):
-    with pytest.raises(FileExistsError):
-        shapes.generate_shapes_dataset(str(tmp_path), 1, seed=0)
+@pytest.mark.parametrize("name, other", [("shapes", "variant"), ("variant", "shapes")])
+def test_ensure_replaces_the_other_renderers_folder_of_the_same_seed_and_count(tmp_path, caplog, name, other):
+    out = str(tmp_path / "s")
+    RENDERERS[other][0](out, 2, seed=5)
+    img_dir, _ = RENDERERS[name][1](out, 2, seed=5)
+    assert "generating it again" in caplog.text
+    assert sorted(os.listdir(img_dir)) == ["000000" + RENDERERS[name][2], "000001" + RENDERERS[name][2]]
 
 
-def test_shapes_dataset_writes_its_split_once_under_a_lock(tmp_path, monkeypatch):
+def test_write_coco_dataset_bookkeeping_for_any_renderer(tmp_path):
+    """The generic writer: files named by the renderer, image ids from 1, annotation ids running
+    across images, area = w * h, info with num_images; the renderer's bytes written as they are."""
+    def render_one(index):
+        return b"file %d" % index, "f{}.bin".format(index), (10 + index, 20), [(2, [1, 2, 3, 4])] * (index + 1)
+
+    img_dir, ann_file = shapes.write_coco_dataset(str(tmp_path / "d"), 2, render_one, {"seed": 9}, "test")
+    with open(ann_file) as f:
+        data = json.load(f)
+    assert data["info"] == {"seed": 9, "num_images": 2}
+    assert data["images"] == [{"id": 1, "file_name": "f0.bin", "height": 20, "width": 10},
+                              {"id": 2, "file_name": "f1.bin", "height": 20, "width": 11}]
+    assert [(a["id"], a["image_id"], a["area"]) for a in data["annotations"]] == [(1, 1, 12), (2, 2, 12), (3, 2, 12)]
+    with open(os.path.join(img_dir, "f1.bin"), "rb") as f:
+        assert f.read() == b"file 1"
+
+
+@pytest.mark.parametrize("name", sorted(RENDERERS))
+def test_refuses_existing_folder_and_no_images(tmp_path, name):
+    generate = RENDERERS[name][0]
+    with pytest.raises(FileExistsError, match=re.escape(str(tmp_path))):
+        generate(str(tmp_path), 1, seed=0)
+    with pytest.raises(ValueError, match="num_images"):
+        generate(str(tmp_path / "none"), 0, seed=0)
+
+
+def test_shapes_dataset_writes_its_split_once_under_a_lock(tmp_path, shapes_split_locks):
     """The catalog only names the split; the dataset class writes it on first use (once: a second
     instance reads the same files) and holds the lock file beside the folder while it does."""
     from fcos_core.config.paths_catalog import DatasetCatalog
     from fcos_core.data.datasets import ShapesDataset
-    from fcos_core.data.datasets import embedded
 
-    monkeypatch.setenv("FCOS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("FCOS_SHAPES_NUM_IMAGES", "3")
     entry = DatasetCatalog.get("shapes_val")
     assert entry["factory"] == "ShapesDataset" and not (tmp_path / "shapes").exists()
-    locks = []
-    real_lock = embedded.file_lock
-    monkeypatch.setattr(embedded, "file_lock", lambda p: locks.append(p) or real_lock(p))
     first = ShapesDataset(remove_images_without_annotations=False, **entry["args"])
     mtime = (tmp_path / "shapes" / "val" / "instances.json").stat().st_mtime_ns
     second = ShapesDataset(remove_images_without_annotations=False, **entry["args"])
     assert len(first) == len(second) == 3
     assert (tmp_path / "shapes" / "val" / "instances.json").stat().st_mtime_ns == mtime
-    assert locks == [str(tmp_path / "shapes" / "val") + ".lock"] * 2
+    assert shapes_split_locks == [str(tmp_path / "shapes" / "val") + ".lock"] * 2

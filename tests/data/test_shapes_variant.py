@@ -1,6 +1,6 @@
 """The second shapes renderer: determinism, JPEG files, tight boxes, same categories as the first
-renderer, built on first use from the catalog, and evaluated with the same class ids."""
-import hashlib
+renderer, built on first use from the catalog, and evaluated with the same class ids. Its folder
+handling (shapes.write_coco_dataset / ensure_coco_dataset) is tested in test_shapes_dataset.py."""
 import json
 import os
 
@@ -12,22 +12,10 @@ import torch
 from fcos_core.data.datasets import shapes, shapes_variant
 
 
-def _digest(folder):
-    """sha256 over every file's relative path and bytes."""
-    h = hashlib.sha256()
-    for dirpath, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            path = os.path.join(dirpath, name)
-            h.update(os.path.relpath(path, folder).encode())
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
-
-
-def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, folder_digest):
     folders = [os.path.dirname(shapes_variant.generate_variant_dataset(str(tmp_path / name), 4, seed)[1])
                for name, seed in (("a", 3), ("b", 3), ("c", 4))]
-    a, b, c = (_digest(folder) for folder in folders)
+    a, b, c = (folder_digest(folder) for folder in folders)
     assert a == b and a != c
 
 
@@ -81,39 +69,16 @@ def test_anti_aliased_edges_and_degraded_pixels():
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 1000
 
 
-def test_ensure_reuses_regenerates_and_tells_renderers_apart(tmp_path, caplog):
-    out = str(tmp_path / "v")
-    _, ann_file = shapes_variant.ensure_variant_dataset(out, 2, seed=5)
-    mtime = os.path.getmtime(ann_file)
-    assert shapes_variant.ensure_variant_dataset(out, 2, seed=5)[1] == ann_file
-    assert os.path.getmtime(ann_file) == mtime
-    # a first-renderer folder with the same seed and count is not mistaken for this one
-    first = str(tmp_path / "s")
-    shapes.generate_shapes_dataset(first, 2, seed=5)
-    shapes_variant.ensure_variant_dataset(first, 2, seed=5)
-    assert "generating it again" in caplog.text
-    assert sorted(os.listdir(os.path.join(first, "images"))) == ["000000.jpg", "000001.jpg"]
-    with pytest.raises(FileExistsError):
-        shapes_variant.generate_variant_dataset(out, 1, seed=0)
-    with pytest.raises(ValueError, match="num_images"):
-        shapes_variant.generate_variant_dataset(str(tmp_path / "none"), 0, seed=0)
-
-
-def test_catalog_builds_the_variant_on_first_use_with_the_class_ids_of_shapes_val(tmp_path, monkeypatch, caplog):
+def test_catalog_builds_the_variant_on_first_use_with_the_class_ids_of_shapes_val(tmp_path, shapes_split_locks,
+                                                                                   caplog):
     from fcos_core.config.paths_catalog import DatasetCatalog
     from fcos_core.data.datasets import ShapesDataset, ShapesVariantDataset
-    from fcos_core.data.datasets import embedded
 
-    monkeypatch.setenv("FCOS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("FCOS_SHAPES_NUM_IMAGES", "3")
     entry = DatasetCatalog.get("shapes_val_variant")
     assert entry["factory"] == "ShapesVariantDataset" and entry["args"]["seed"] == 3
     assert "shapes_val_variant" in DatasetCatalog.names() and not (tmp_path / "shapes").exists()
-    locks = []
-    real_lock = embedded.file_lock
-    monkeypatch.setattr(embedded, "file_lock", lambda p: locks.append(p) or real_lock(p))
     variant = ShapesVariantDataset(remove_images_without_annotations=False, **entry["args"])
-    assert locks == [str(tmp_path / "shapes" / "val_variant") + ".lock"] and len(variant) == 3
+    assert shapes_split_locks == [str(tmp_path / "shapes" / "val_variant") + ".lock"] and len(variant) == 3
     first = ShapesDataset(remove_images_without_annotations=False, **DatasetCatalog.get("shapes_val")["args"])
     assert variant.class_names == first.class_names
     assert variant.json_category_id_to_contiguous_id == first.json_category_id_to_contiguous_id

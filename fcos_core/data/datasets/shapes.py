@@ -210,16 +210,23 @@ def _image_size(rng):
     return short, int(round(short / aspect))
 
 
-def _draw_objects(rng, img):
-    """Draw 2-10 shapes on ``img`` in place; returns [(category_id, mask uint8 [H, W])] in draw order."""
-    height, width = img.shape[:2]
+def _shape_sequence(rng, width, height):
+    """Yield the 2-10 shapes (dicts from :func:`_sample_shape`) of a width x height image in draw
+    order. Lazily: each is sampled when asked for, after whatever the caller drew from ``rng`` for
+    the one before (both renderers' streams depend on that order)."""
     sizes = _object_sizes(rng, min(height, width), int(rng.integers(2, 11)))
     if rng.random() < 0.7:
         # mostly large first, so that small shapes are not all buried under big ones
         sizes = np.sort(sizes)[::-1]
-    drawn = []
     for size in sizes:
-        shape = _sample_shape(rng, width, height, size)
+        yield _sample_shape(rng, width, height, size)
+
+
+def _draw_objects(rng, img):
+    """Draw 2-10 shapes on ``img`` in place; returns [(category_id, mask uint8 [H, W])] in draw order."""
+    height, width = img.shape[:2]
+    drawn = []
+    for shape in _shape_sequence(rng, width, height):
         mask = np.zeros((height, width), np.uint8)
         _draw_shape(mask, shape, 1)
         if not mask.any():
@@ -316,7 +323,8 @@ def write_coco_dataset(out_dir, num_images, render_one, info, name):
         name (str): what the log calls the dataset ("shapes", "shapes variant").
 
     Returns:
-        (img_dir, ann_file): ``out_dir/images`` and ``out_dir/instances.json`` (keys sorted).
+        (img_dir, ann_file): ``out_dir/images`` and ``out_dir/instances.json`` (keys sorted;
+        categories: the six CATEGORIES, ids 1-6, whatever the renderer).
 
     The files are written into a hidden temporary folder beside ``out_dir`` that is renamed to
     ``out_dir`` when complete (and removed if generation fails). If another process creates

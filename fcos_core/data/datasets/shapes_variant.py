@@ -30,7 +30,7 @@ import functools
 import cv2
 import numpy as np
 
-from .shapes import (CATEGORIES, _contrasting_color, _draw_shape, _image_size, _object_sizes, _sample_shape, _visible,
+from .shapes import (CATEGORIES, _contrasting_color, _draw_shape, _image_size, _shape_sequence, _visible,
                      ensure_coco_dataset, write_coco_dataset)
 
 # bump when the drawing changes, so that catalog folders made by an older version are redone
@@ -117,12 +117,8 @@ def _draw_objects(rng, img):
     half-covered pixel are drawn but left out).
     """
     height, width = img.shape[:2]
-    sizes = _object_sizes(rng, min(height, width), int(rng.integers(2, 11)))
-    if rng.random() < 0.7:
-        sizes = np.sort(sizes)[::-1]
     drawn = []
-    for size in sizes:
-        shape = _sample_shape(rng, width, height, size)
+    for shape in _shape_sequence(rng, width, height):
         coverage = _coverage(shape, height, width)
         mask = (coverage >= 128).astype(np.uint8)
         if not mask.any():
