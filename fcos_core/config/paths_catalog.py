@@ -8,7 +8,9 @@ returns the download address of the Detectron ImageNet weights that
 ``cfg.PATHS_CATALOG`` may point to a copy of this file with other entries.
 """
 import difflib
+import hashlib
 import os
+import re
 
 
 class UnknownDatasetError(KeyError):
@@ -184,3 +186,15 @@ class ModelCatalog:
             return "/".join([ModelCatalog.S3_C2_DETECTRON_URL, ModelCatalog.C2_IMAGENET_MODELS[name[len(prefix):]]])
         known = sorted(prefix + k for k in ModelCatalog.C2_IMAGENET_MODELS)
         raise KeyError(f"unknown catalog name 'catalog://{name}'; known names: {', '.join(known)}")
+
+
+def results_folder_name(name):
+    """A folder name for the results of dataset ``name`` (``OUTPUT_DIR/inference/<folder>``): the
+    name itself for catalog names; for ``"<annotations.json>:<image folder>"`` the json's stem and a
+    short hash of the whole name (``"val-3f2a9c1e"``), so that results stay under OUTPUT_DIR and two
+    jsons of the same stem do not share a folder."""
+    if DatasetCatalog.JSON_SEPARATOR not in name and os.sep not in name and "/" not in name:
+        return name
+    stem = os.path.splitext(os.path.basename(name.split(DatasetCatalog.JSON_SEPARATOR)[0]))[0] or "dataset"
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return "{}-{}".format(re.sub(r"[^A-Za-z0-9._-]+", "_", stem), digest)

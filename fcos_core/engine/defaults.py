@@ -9,6 +9,7 @@ import os
 
 import torch
 
+from fcos_core.config.paths_catalog import results_folder_name
 from fcos_core.data import make_data_loader
 from fcos_core.data.datasets.coco import data_skip_counts
 from fcos_core.engine.bbox_aug import make_bbox_aug_fn
@@ -124,7 +125,7 @@ def run_test(cfg, model, distributed):
     output_folders = [None] * len(cfg.DATASETS.TEST)
     if cfg.OUTPUT_DIR:
         for i, name in enumerate(cfg.DATASETS.TEST):
-            output_folders[i] = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+            output_folders[i] = os.path.join(cfg.OUTPUT_DIR, "inference", results_folder_name(name))
             os.makedirs(output_folders[i], exist_ok=True)
     loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
     options = make_inference_options(cfg)._asdict()

@@ -23,6 +23,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from fcos_core.config.paths_catalog import results_folder_name
 from fcos_core.data.build import build_dataset, load_dataset_catalog
 from fcos_core.data.datasets.evaluation import load_predictions
 from fcos_core.engine.resume import BEST, resume_state
@@ -209,7 +210,8 @@ class PeriodicEvaluator:
         try:
             if self._picture_dataset is None:
                 self._picture_dataset = self.load_picture_dataset()
-            predictions = load_predictions(os.path.join(self.output_dir, "inference", name, "predictions.pth"))
+            folder = os.path.join(self.output_dir, "inference", results_folder_name(name))
+            predictions = load_predictions(os.path.join(folder, "predictions.pth"))
             names = getattr(self._picture_dataset, "class_names", None)
             for i, picture in enumerate(validation_pictures(self._picture_dataset, predictions, self.num_pictures,
                                                             names=names)):

@@ -11,6 +11,8 @@ import json
 import os
 import re
 
+from fcos_core.config.paths_catalog import results_folder_name
+
 TRAINING_TIME = re.compile(r"Total training time: (\S+) \(([0-9.]+) s / it\)")
 
 
@@ -20,7 +22,7 @@ def read_metrics(run_dir, dataset, iou_type="bbox"):
     Raises FileNotFoundError (naming the file) when the run has no such evaluation, ValueError when
     the file is not a COCO results json of ``iou_type``.
     """
-    path = os.path.join(run_dir, "inference", dataset, "coco_results.json")
+    path = os.path.join(run_dir, "inference", results_folder_name(dataset), "coco_results.json")
     if not os.path.isfile(path):
         raise FileNotFoundError("{}: no evaluation of {} (is the run finished, and was {} in DATASETS.TEST?)".format(
             path, dataset, dataset))

@@ -3,6 +3,7 @@ COCO evaluation) on a json as annotation tools write it: no area / iscrowd, cate
 an image without annotations and file names in sub-folders. A fake detector finds pure-colour
 squares exactly, so every AP is known."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from fcos_core.config import load_config
+from fcos_core.config.paths_catalog import results_folder_name
 from fcos_core.engine.defaults import run_test
 from fcos_core.structures.bounding_box import BoxList
 
@@ -90,10 +92,13 @@ def test_run_test_on_a_tool_json(tmp_path, false_positive, per_class):
     assert bbox["AP"] == pytest.approx(sum(per_class.values()) / 3)
     assert bbox["AP50"] == pytest.approx(bbox["AP"]) and bbox["AP75"] == pytest.approx(bbox["AP"])
     assert {d["category_id"] for d in detections["bbox"]} == {3, 7, 12}
-    # looked for anywhere: run_test names the folder after DATASETS.TEST, here a "<json>:<folder>" path
-    written = json.loads(next(tmp_path.rglob("per_class_ap.json")).read_text())
+    # the results of a "<json>:<folder>" dataset stay under OUTPUT_DIR, in a folder named by the json
+    (folder,) = [p.parent for p in tmp_path.rglob("per_class_ap.json")]
+    assert folder.parent == tmp_path / "out" / "inference" and folder.name == results_folder_name(name)
+    assert folder.name.startswith(os.path.splitext(os.path.basename(name.split(":")[0]))[0] + "-")
+    written = json.loads((folder / "per_class_ap.json").read_text())
     assert written == pytest.approx(per_class) and list(written) == ["cat", "dog", "bird"]
-    table = next(tmp_path.rglob("results.txt")).read_text()
+    table = (folder / "results.txt").read_text()
     for cls, ap in per_class.items():
         assert "{:<8} {:>6.2f}".format(cls, 100 * ap) in table
 
