@@ -203,3 +203,12 @@ def test_detections_do_not_depend_on_the_batch():
     torch.testing.assert_close(pair[0].bbox, alone.bbox, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(pair[0].get_field("scores"), alone.get_field("scores"), rtol=1e-4, atol=1e-5)
     assert torch.equal(pair[0].get_field("labels"), alone.get_field("labels"))
+
+
+@pytest.mark.parametrize("num_classes", ["0", "1"])
+def test_a_model_without_a_class_count_is_a_clear_error(num_classes):
+    """NUM_CLASSES 0 ('from the data') is resolved by the engine; building a model straight from such
+    a config names the key and the value instead of failing on a negative tensor size."""
+    with pytest.raises(ValueError, match=r"MODEL\.FCOS\.NUM_CLASSES is {}".format(num_classes)):
+        build_detection_model(load_cfg(str(ROOT / "configs" / "quickstart" / "fcos_shapes.yaml"), "MODEL.FCOS.NUM_CLASSES",
+                                      num_classes))

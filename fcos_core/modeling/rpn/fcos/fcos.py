@@ -171,6 +171,13 @@ class FCOSModule(nn.Module):
 def build_fcos(cfg, in_channels):
     """The FCOS module from the config (MODEL.FCOS.*): the one place that reads it."""
     fcos = cfg.MODEL.FCOS
+    if fcos.NUM_CLASSES < 2:
+        # 0 ("from the data") is resolved by the engine (fcos_core.engine.classes) before the model
+        # is built; a tool that builds a model straight from the config has no data to take it from
+        raise ValueError(
+            "MODEL.FCOS.NUM_CLASSES is {}: a model needs the class count, background included (>= 2). "
+            "0 means 'from the data' only where tools/train_net.py (DATASETS.TRAIN) or a checkpoint "
+            "(test_net, demo, fcos, export) can supply it; set it explicitly here".format(fcos.NUM_CLASSES))
     head = FCOSHead(
         in_channels,
         num_classes=fcos.NUM_CLASSES - 1,
