@@ -68,9 +68,10 @@ else
 fi
 mkdir -p "$OUT/val_pictures"
 mapfile -t PICS < <(ls "$DATA"/shapes/val/images/*.png | head -n 12)
+# the class names come from the checkpoint (train_net stores the training set's in every checkpoint)
 "$PY" demo/fcos_demo.py --config-file configs/quickstart/fcos_shapes.yaml --weights "$OUT/model_final.pth" \
   --min-image-size 0 --thresholds-file "$OUT/inference/shapes_val/thresholds.json" \
-  --categories-from "$DATA/shapes/val/instances.json" --output "$OUT/val_pictures" --no-window "${PICS[@]}"
+  --output "$OUT/val_pictures" --no-window "${PICS[@]}"
 # one small picture of the run (four validation pictures over the loss curves): the README's
 OVERVIEW=()
 for p in "${PICS[@]:0:4}"; do OVERVIEW+=("$OUT/val_pictures/$(basename "$p")"); done
