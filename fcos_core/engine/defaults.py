@@ -23,7 +23,7 @@ from fcos_core.engine.trainer import do_train, make_train_options
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.solver import make_lr_scheduler, make_optimizer
 from fcos_core.utils.checkpoint import DetectronCheckpointer
-from fcos_core.utils.comm import get_rank, get_world_size, synchronize
+from fcos_core.utils.comm import broadcast_buffers, get_rank, get_world_size, synchronize
 from fcos_core.utils.events import make_event_writer
 from fcos_core.utils.loss_curves import plot_loss_curves
 
@@ -120,6 +120,8 @@ def run_test(cfg, model, distributed):
     """
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
+    if distributed:
+        broadcast_buffers(model)  # evaluate the model that the checkpoints hold (rank 0's statistics)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     output_folders = [None] * len(cfg.DATASETS.TEST)

@@ -28,6 +28,21 @@ def synchronize():
         dist.barrier()
 
 
+def broadcast_buffers(module, src=0):
+    """Copy the buffers of ``module`` (BatchNorm running statistics...) from process ``src`` to all
+    processes, in place; nothing without a process group.
+
+    Training keeps BatchNorm statistics per process (DDP without buffer sync, as the original), and
+    checkpoints hold rank 0's: an evaluation in several processes must use those, or each process
+    would score its share of the images with statistics that no saved model has.
+    """
+    if get_world_size() < 2:
+        return
+    with torch.no_grad():
+        for buf in module.buffers():
+            dist.broadcast(buf, src)
+
+
 def reduce_sum(tensor):
     """Sum of ``tensor`` over all processes (a new tensor; the input is not changed).
 
