@@ -27,7 +27,7 @@ from fcos_core.config.paths_catalog import results_folder_name
 from fcos_core.data.build import build_dataset, load_dataset_catalog
 from fcos_core.data.datasets.evaluation import load_predictions
 from fcos_core.engine.resume import BEST, resume_state
-from fcos_core.utils.checkpoint import Checkpointer
+from fcos_core.utils.checkpoint import Checkpointer, safe_torch_load
 from fcos_core.utils.events import EventWriter
 from fcos_core.utils.visualizer import draw_detections
 
@@ -101,6 +101,15 @@ def evaluate_after_training(run_eval, output_dir, logger=None):
         raise EvaluationError(msg) from exc
 
 
+def _recorded_best(path):
+    """The "best" dict that ``model_best.pth`` at ``path`` records, or None (unreadable, or none)."""
+    try:
+        best = safe_torch_load(path).get(BEST)
+    except Exception:  # a damaged model_best must not stop a resume: it is replaced by the next best
+        return None
+    return dict(best) if isinstance(best, dict) and "value" in best else None
+
+
 class PeriodicEvaluator:
     """The ``eval_fn(iteration) -> {dataset name: {metric: value}} or None`` of do_train.
 
@@ -136,16 +145,24 @@ class PeriodicEvaluator:
         return self.arguments.get(BEST)
 
     def _check_restored_best(self):
-        """A best restored from a checkpoint counts only if its model_best.pth is in this run's folder
-        (weights given as MODEL.WEIGHT from another run bring another run's best)."""
+        """The best so far is the one ``model_best.pth`` in this run's folder records: a best restored
+        from a checkpoint without that file is another run's (weights given as MODEL.WEIGHT), and a
+        model_best saved after the checkpoint that was resumed (a crash in between) records a better
+        one than that checkpoint knows."""
         best = self.best
         folder = getattr(self.checkpointer, "save_dir", "")
-        if best and not (folder and os.path.exists(os.path.join(folder, BEST_NAME + ".pth"))):
-            self.logger.info("The loaded checkpoint names a best %s %.4f (iteration %d) but %s has no %s.pth; "
-                             "starting the best anew", best["metric"], best["value"], best["iteration"],
-                             folder or "OUTPUT_DIR", BEST_NAME)
-            self.arguments.pop(BEST)
-        elif best:
+        path = os.path.join(folder, BEST_NAME + ".pth") if folder else ""
+        if not (path and os.path.exists(path)):
+            if best:
+                self.logger.info("The loaded checkpoint names a best %s %.4f (iteration %d) but %s has no %s.pth; "
+                                 "starting the best anew", best["metric"], best["value"], best["iteration"],
+                                 folder or "OUTPUT_DIR", BEST_NAME)
+                self.arguments.pop(BEST)
+            return
+        on_disk = _recorded_best(path)
+        if on_disk and (not best or on_disk["value"] > best["value"]):
+            self.arguments[BEST] = best = on_disk
+        if best:
             self.logger.info("Best so far: %s %.4f on %s at iteration %d (%s.pth)", best["metric"], best["value"],
                              best["dataset"], best["iteration"], BEST_NAME)
 

@@ -267,3 +267,17 @@ def test_event_writer_only_on_rank_zero_and_with_an_output_dir(tmp_path):
     assert not make_event_writer(str(tmp_path), enabled=False).enabled
     assert not make_event_writer("", enabled=True).enabled
     assert not os.path.exists(tmp_path / "tensorboard")
+
+
+def test_a_model_best_saved_after_the_resumed_checkpoint_is_not_overwritten_by_a_worse_one(tmp_path):
+    """A crash between a new model_best and the next checkpoint: the resumed checkpoint knows an older
+    best, but model_best.pth records the better one, and a worse evaluation must not replace it."""
+    _train(tmp_path, {2: 0.1, 4: 0.5}, max_iter=4, period=2)
+    # as if the run had crashed after model_best at iteration 4 but before its checkpoint: resume from 2
+    (tmp_path / "last_checkpoint").write_text("model_0000002.pth")
+    assert safe_torch_load(str(tmp_path / "model_0000002.pth"))["best"]["value"] == 0.1
+    before = safe_torch_load(str(tmp_path / "model_best.pth"))
+    _train(tmp_path, {4: 0.3, 6: 0.2}, max_iter=6, start=True)
+    after = safe_torch_load(str(tmp_path / "model_best.pth"))
+    assert after["best"] == before["best"] == {"value": 0.5, "dataset": "val_a", "metric": "AP", "iteration": 4}
+    assert torch.equal(after["model"]["lin.weight"], before["model"]["lin.weight"])
