@@ -10,7 +10,6 @@ from fcos_core.utils.comm import get_world_size
 
 from . import datasets as D
 from . import samplers
-from . import transforms as T
 from .collate_batch import BatchCollator
 from .transforms import build_transforms
 
@@ -150,11 +149,6 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     catalog = load_dataset_catalog(cfg.PATHS_CATALOG)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     transforms = build_transforms(cfg, is_train)
-    if not is_train and cfg.TEST.BBOX_AUG.ENABLED:
-        # test-time augmentation resizes every pass from the original image (engine/bbox_aug.py), as
-        # the original's loader hands it the images untransformed but for normalisation
-        transforms = T.Compose([T.ToTensor(), T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
-                                                          to_bgr255=cfg.INPUT.TO_BGR255)])
     # a dataset that writes itself on first use (the shapes splits) does so under a file lock: the
     # processes of a machine wait for the one that writes it, no barrier needed
     datasets = build_dataset(dataset_list, transforms, catalog, is_train)

@@ -261,3 +261,15 @@ def test_training_pipeline_same_seed_same_sample():
     outputs = [run(seed) for seed in (11, 11, 12)]
     assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1].bbox, outputs[1][1].bbox)
     assert not torch.equal(outputs[0][0], outputs[2][0]) or outputs[0][0].shape != outputs[2][0].shape
+
+
+def test_test_time_augmentation_gets_the_images_unresized():
+    """TEST.BBOX_AUG resizes every pass from the original image (engine/bbox_aug.py): the test
+    pipeline then has no Resize, and without it the test size applies."""
+    from fcos_core.config import load_config
+    from fcos_core.data.transforms import build_transforms
+
+    plain = build_transforms(load_config(None, []), is_train=False)
+    tta = build_transforms(load_config(None, ["TEST.BBOX_AUG.ENABLED", "True"]), is_train=False)
+    assert [type(t).__name__ for t in plain.transforms] == ["Resize", "ToTensor", "Normalize"]
+    assert [type(t).__name__ for t in tta.transforms] == ["ToTensor", "Normalize"]

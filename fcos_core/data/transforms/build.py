@@ -85,7 +85,7 @@ def build_transforms(cfg, is_train=True):
     (NOISE_*)], [RandomJPEGCompression (JPEG_*)], ToTensor, Normalize; a bracketed step only where
     its probability is > 0. The degradations follow the resize so that their pixel units (blur
     sigma, JPEG blocks) are those of the training scale. Testing: Resize (MIN_SIZE_TEST,
-    MAX_SIZE_TEST), ToTensor, Normalize. Normalize gives BGR 0-255 minus PIXEL_MEAN divided by
+    MAX_SIZE_TEST; not with TEST.BBOX_AUG.ENABLED, whose passes resize themselves), ToTensor, Normalize. Normalize gives BGR 0-255 minus PIXEL_MEAN divided by
     PIXEL_STD with TO_BGR255 (default), else RGB 0-1.
 
     Raises ValueError naming the INPUT key whose value is out of range.
@@ -99,7 +99,9 @@ def build_transforms(cfg, is_train=True):
         if cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN > 0:
             ops.append(T.RandomHorizontalFlip(cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN))
         ops.extend(_photometric_ops(cfg))
-    else:
+    elif not cfg.TEST.BBOX_AUG.ENABLED:
+        # test-time augmentation resizes every pass from the original image itself
+        # (engine/bbox_aug.py), as the original's loader hands it the images unresized
         ops.append(T.Resize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
     ops.append(T.ToTensor())
     ops.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD, to_bgr255=cfg.INPUT.TO_BGR255))
