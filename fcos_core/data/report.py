@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .browse import check_split, class_names_of, datasets_of_split
 from .datasets import ConcatDataset, data_skip_counts
+from .transforms.build import train_min_sizes
 from .transforms.transforms import Resize
 
 SIZE_MEASURE = ("max(x2 - x1, y2 - y1) / 2 of the xyxy box after the resize: the largest regression "
@@ -315,8 +316,7 @@ def make_report(cfg, split="train", check_images=False):
     if not is_train:
         scales = training_scales([inp.MIN_SIZE_TEST], inp.MAX_SIZE_TEST)
     else:
-        ranged = tuple(inp.MIN_SIZE_RANGE_TRAIN) != (-1, -1)
-        min_sizes = list(inp.MIN_SIZE_RANGE_TRAIN if ranged else inp.MIN_SIZE_TRAIN)
+        min_sizes = list(train_min_sizes(inp.MIN_SIZE_TRAIN, inp.MIN_SIZE_RANGE_TRAIN))
         crop = inp.CROP_SIZE_TRAIN if inp.CROP_PROB_TRAIN > 0 else None
         scales = training_scales(min_sizes, inp.MAX_SIZE_TRAIN, inp.SCALE_JITTER_TRAIN, crop)
     title = "{} ({} split)".format(", ".join(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST), split)

@@ -3,7 +3,7 @@ from . import photometric as P
 from . import transforms as T
 
 
-def _train_min_size(min_size_train, min_size_range_train):
+def train_min_sizes(min_size_train, min_size_range_train):
     """Short-side choices for training: MIN_SIZE_TRAIN, or every integer of MIN_SIZE_RANGE_TRAIN."""
     low, high = min_size_range_train
     if (low, high) == (-1, -1):
@@ -51,7 +51,7 @@ def _geometric_ops(cfg):
     crop_prob, crop_size = _probability(cfg, "CROP_PROB_TRAIN"), _range(cfg, "CROP_SIZE_TRAIN", 1e-6, 1.0)
     if crop_prob > 0:
         ops.append(T.RandomCrop(crop_size, crop_prob))
-    min_size = _train_min_size(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_RANGE_TRAIN)
+    min_size = train_min_sizes(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_RANGE_TRAIN)
     jitter = _range(cfg, "SCALE_JITTER_TRAIN", 1e-6, float("inf"))
     ops.append(T.Resize(min_size, cfg.INPUT.MAX_SIZE_TRAIN, scale_range=jitter))
     return ops
