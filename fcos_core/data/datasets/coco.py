@@ -223,7 +223,7 @@ class COCODataset(torch.utils.data.Dataset):
         self.ids = ids
         self.id_to_img_map = dict(enumerate(ids))
         self.failures = ImageFailures(len(ids))
-        self._notices = Counter()  # image warnings given by this process, by flag
+        self._image_log = SkipLog(self._skips.owner)  # image warnings given by this process, by flag
         self._skips.summarize()
         logger.info("%s: %d images; label: name (json category id): %s", self._skips.owner, len(ids), ", ".join(
             "{}: {} ({})".format(label, self.categories[c], c) for label, c in enumerate(cat_ids, start=1)))
@@ -353,14 +353,8 @@ class COCODataset(torch.utils.data.Dataset):
 
     def _notice(self, index, flag, message, *args):
         """Flag image ``index`` and warn once per image (at most SkipLog.MAX_MESSAGES per flag here)."""
-        if not self.failures.mark(index, flag):
-            return
-        self._notices[flag] += 1
-        if self._notices[flag] <= SkipLog.MAX_MESSAGES:
-            logger.warning("%s: " + message, self._skips.owner, *args)
-        if self._notices[flag] == SkipLog.MAX_MESSAGES:
-            logger.warning("%s: further '%s' messages are not shown, only counted", self._skips.owner,
-                           ImageFailures.NAMES[flag])
+        if self.failures.mark(index, flag):
+            self._image_log.skip(ImageFailures.NAMES[flag], message, *args)
 
     def get_groundtruth(self, index):
         """The training boxes of image ``index`` without reading the image: BoxList xyxy
