@@ -27,7 +27,7 @@ from fcos_core.utils.c2_model_loading import (
 from fcos_core.utils.model_serialization import (
     check_backbone_init, load_state_dict, match_state_dict, strip_prefix_if_present,
 )
-from fcos_core.utils.model_zoo import resolve_weight
+from fcos_core.utils.model_zoo import check_imagenet_config, resolve_weight
 
 LAST_CHECKPOINT = "last_checkpoint"
 CATEGORIES = "categories"  # class names in a checkpoint, by contiguous label, background first
@@ -260,7 +260,9 @@ class DetectronCheckpointer(Checkpointer):
 
             f = ModelCatalog.get(f[len("catalog://"):])
             self.logger.info("catalog name resolved to %s", f)
-        # a URL or a model-zoo name becomes the path of its (checked) copy in the torch hub cache
+        if self.cfg is not None:  # torchvision ImageNet weights (by name) need RGB input, stride in 3x3
+            check_imagenet_config(self.cfg, f)
+        # a URL, a model-zoo or torchvision:// name becomes the path of its (checked) copy in the torch hub cache
         return resolve_weight(f)
 
     def _load_file(self, f):
