@@ -122,6 +122,10 @@ _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
 _C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
 _C.MODEL.RESNETS.WITH_MODULATED_DCN = False
 _C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
+# (new) Epsilon of the backbone's FrozenBatchNorm2d: scale = weight / sqrt(running_var + eps).
+# 0.0 is the original's (no epsilon); torchvision's frozen norms use 1e-5
+# (configs/torchvision/fcos_resnet50_fpn_coco.yaml).
+_C.MODEL.RESNETS.FROZEN_BN_EPS = 0.0
 
 # ---------------------------------------------------------------------------- #
 # RetinaNet options. FCOS reads only USE_C5; the rest are the original's
@@ -209,6 +213,15 @@ _C.MODEL.FCOS.NORM_REG_TARGETS = False
 _C.MODEL.FCOS.CENTERNESS_ON_REG = False
 # Deformable conv (DCNv2) as the last conv of each tower ("dcnv2" configs).
 _C.MODEL.FCOS.USE_DCN_IN_TOWER = False
+# (new) Locations and post-processing: "original" (this codebase and the released
+# FCOS models: location (j*s + s//2, i*s + s//2); candidates by classification
+# probability > INFERENCE_TH, ranked by probability x centerness; boxes clipped to
+# W-1/H-1; NMS with the legacy +1 IoU; ties at the TEST.DETECTIONS_PER_IMG cut kept) or
+# "torchvision" (torchvision's FCOS: location (j * (W_pad // W_l), i * (H_pad // H_l)),
+# no half-stride offset, strides from the padded batch size; candidates by
+# sqrt(prob x centerness) > INFERENCE_TH; boxes clipped to W/H; continuous IoU; exactly
+# DETECTIONS_PER_IMG kept). See docs/torchvision_fcos.md.
+_C.MODEL.FCOS.CONVENTION = "original"
 
 # ---------------------------------------------------------------------------- #
 # Input: resizing, normalisation and training augmentation
@@ -231,6 +244,12 @@ _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]
 # Feed BGR in 0-255 (True, Caffe2-style weights) instead of RGB in 0-1.
 _C.INPUT.TO_BGR255 = True
+# (new) How images are resized: "original" (resize the PIL image to integer sizes
+# rounded as the original, then ToTensor and Normalize) or "torchvision" (as
+# torchvision's GeneralizedRCNNTransform: ToTensor, Normalize, then bilinear
+# interpolation of the tensor by scale = min(MIN_SIZE / short side, MAX_SIZE / long
+# side), sizes floor(side * scale)). See docs/torchvision_fcos.md.
+_C.INPUT.RESIZE_STYLE = "original"
 # Colour jitter strengths as in maskrcnn-benchmark (torchvision ColorJitter);
 # 0 disables each. The original FCOS has none.
 _C.INPUT.BRIGHTNESS = 0.0

@@ -22,10 +22,9 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import functional as F
 
 from fcos_core.config import load_config, resolve_device
-from fcos_core.data.transforms import Normalize, Resize
+from fcos_core.data.transforms import inference_transforms
 from fcos_core.engine.classes import (
     category_names, load_categories, print_warning, resolve_num_classes_for_inference,
 )
@@ -54,21 +53,22 @@ def to_bgr_uint8(image):
 class DemoTransform(object):
     """BGR uint8 image [H, W, 3] (OpenCV) -> normalised float tensor [3, H', W'] for the model.
 
-    The same steps as the test pipeline: RGB PIL image, short side resized to ``min_size`` unless
-    the long side would exceed ``max_size``, RGB 0-1 tensor, then ``Normalize`` (BGR 0-255 minus
-    the mean when ``to_bgr255``, else RGB 0-1).
+    The test pipeline (:func:`fcos_core.data.transforms.inference_transforms`) on the RGB PIL
+    image: short side resized to ``min_size`` unless the long side would exceed ``max_size``, RGB
+    0-1 tensor, ``Normalize`` (BGR 0-255 minus the mean when ``to_bgr255``, else RGB 0-1); with
+    ``resize_style`` "torchvision" (INPUT.RESIZE_STYLE) the resize comes last, on the normalised
+    tensor, as torchvision's detection models do it.
     """
 
-    def __init__(self, min_size, max_size, pixel_mean, pixel_std, to_bgr255):
-        self.resize = Resize(min_size, max_size)
-        self.normalize = Normalize(mean=pixel_mean, std=pixel_std, to_bgr255=to_bgr255)
+    def __init__(self, min_size, max_size, pixel_mean, pixel_std, to_bgr255, resize_style="original"):
+        self.transforms = inference_transforms(min_size, max_size, pixel_mean, pixel_std, to_bgr255, resize_style)
 
     def __call__(self, image):
         rgb = Image.fromarray(cv2.cvtColor(to_bgr_uint8(image), cv2.COLOR_BGR2RGB))
-        return self.normalize(F.to_tensor(self.resize(rgb)))
+        return self.transforms(rgb)
 
     def __repr__(self):
-        return "{}({}, {})".format(self.__class__.__name__, self.resize, self.normalize)
+        return "{}({})".format(self.__class__.__name__, self.transforms)
 
 
 class COCODemo(object):
@@ -158,7 +158,7 @@ class COCODemo(object):
         """The :class:`DemoTransform` for this config and ``min_image_size``."""
         cfg = self.cfg
         return DemoTransform(self.min_image_size, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.PIXEL_MEAN,
-                             cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
+                             cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255, cfg.INPUT.RESIZE_STYLE)
 
     def run_on_opencv_image(self, image):
         """Detect and draw.

@@ -2,7 +2,8 @@
 
 Used in the ResNet backbones of maskrcnn-benchmark / FCOS (configs with MODEL.RESNETS.*, e.g.
 ``FCOS_R_50_FPN_1x``): ImageNet MSRA weights are loaded and their batch norm is never updated.
-As the original it has NO epsilon: scale = weight / sqrt(running_var). State-dict keys
+As the original it has NO epsilon by default: scale = weight / sqrt(running_var); ``eps`` adds
+one (torchvision's FrozenBatchNorm2d uses 1e-5; MODEL.RESNETS.FROZEN_BN_EPS). State-dict keys
 ``weight``, ``bias``, ``running_mean``, ``running_var`` (see spec/R_50_FPN.keys.tsv).
 
 :func:`fuse_conv_bn` folds such a norm (or an eval-mode ``nn.BatchNorm2d``) into the convolution
@@ -16,15 +17,21 @@ from torch import nn
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """y = (x - running_mean) * weight / sqrt(running_var) + bias, per channel, no epsilon.
+    """y = (x - running_mean) * weight / sqrt(running_var + eps) + bias, per channel.
+
+    Args:
+        n: channels.
+        eps: added to the variance; 0.0 (the default, the original's) adds nothing at all, so the
+            scale is bitwise ``weight * rsqrt(running_var)``; torchvision's weights need 1e-5.
 
     Input x: Tensor[B, n, H, W], any floating dtype and memory format; the output has x's dtype
     (the per-channel scale and bias are folded in the buffers' float32 and then cast).
     """
 
-    def __init__(self, n):
+    def __init__(self, n, eps=0.0):
         super(FrozenBatchNorm2d, self).__init__()
         self.num_features = n
+        self.eps = float(eps)
         self.register_buffer("weight", torch.ones(n))
         self.register_buffer("bias", torch.zeros(n))
         self.register_buffer("running_mean", torch.zeros(n))
@@ -32,7 +39,8 @@ class FrozenBatchNorm2d(nn.Module):
 
     def scale_and_shift(self):
         """The affine map this layer applies, ``y = x * scale + shift``: two float Tensors [n]."""
-        scale = self.weight * self.running_var.rsqrt()
+        var = self.running_var + self.eps if self.eps else self.running_var
+        scale = self.weight * var.rsqrt()
         return scale, self.bias - self.running_mean * scale
 
     def forward(self, x):
@@ -50,7 +58,8 @@ class FrozenBatchNorm2d(nn.Module):
         )
 
     def __repr__(self):
-        return "{}({})".format(self.__class__.__name__, self.num_features)
+        eps = ", eps={}".format(self.eps) if self.eps else ""
+        return "{}({}{})".format(self.__class__.__name__, self.num_features, eps)
 
 
 def conv_then_norm(x, conv, norm):
@@ -84,13 +93,13 @@ def conv_then_norm(x, conv, norm):
 def batch_norm_scale_and_shift(bn, dtype=torch.float64):
     """Per-channel ``(scale, shift)`` [n] with ``bn(x) == x * scale + shift`` at inference.
 
-    ``bn``: :class:`FrozenBatchNorm2d` (no epsilon) or an ``nn.BatchNorm2d`` /
+    ``bn``: :class:`FrozenBatchNorm2d` (its ``eps``, 0 by default) or an ``nn.BatchNorm2d`` /
     ``nn.SyncBatchNorm`` with running statistics (``weight / sqrt(running_var + eps)``; missing
     affine parameters count as 1 and 0). Computed in ``dtype`` (float64: the fold then adds no
     rounding of its own beyond the final cast).
     """
     if isinstance(bn, FrozenBatchNorm2d):
-        var, eps = bn.running_var.to(dtype), 0.0
+        var, eps = bn.running_var.to(dtype), bn.eps
     elif isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_var is not None:
         var, eps = bn.running_var.to(dtype), bn.eps
     else:

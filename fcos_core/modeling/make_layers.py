@@ -3,6 +3,7 @@
 Everything here takes explicit arguments; nothing reads the global config (the
 ``build_*`` functions turn the config into these arguments).
 """
+from functools import partial
 from typing import Callable, Union
 
 from torch import nn
@@ -51,12 +52,12 @@ def group_norm(out_channels, dim_per_gp=GN_DIM_PER_GP, num_groups=GN_NUM_GROUPS,
 
 
 def norm_factory(norm: Union[str, NormFactory], gn_dim_per_gp=GN_DIM_PER_GP,
-                 gn_num_groups=GN_NUM_GROUPS, gn_eps=GN_EPSILON) -> NormFactory:
+                 gn_num_groups=GN_NUM_GROUPS, gn_eps=GN_EPSILON, frozen_bn_eps=0.0) -> NormFactory:
     """Turn a normalisation name into a function ``channels -> nn.Module``.
 
     Args:
         norm: "FrozenBN" (:class:`fcos_core.layers.FrozenBatchNorm2d`, affine with fixed
-            statistics, no epsilon), "BN" (``nn.BatchNorm2d``), "SyncBN"
+            statistics, epsilon ``frozen_bn_eps``: 0 = none, as the original), "BN" (``nn.BatchNorm2d``), "SyncBN"
             (``nn.SyncBatchNorm``, the same state-dict keys as "BN"), "GN"
             (:func:`group_norm` with the ``gn_*`` arguments), or already a callable, which
             is returned unchanged.
@@ -64,7 +65,7 @@ def norm_factory(norm: Union[str, NormFactory], gn_dim_per_gp=GN_DIM_PER_GP,
     if callable(norm):
         return norm
     if norm == "FrozenBN":
-        return FrozenBatchNorm2d
+        return FrozenBatchNorm2d if not frozen_bn_eps else partial(FrozenBatchNorm2d, eps=frozen_bn_eps)
     if norm == "BN":
         return nn.BatchNorm2d
     if norm == "SyncBN":

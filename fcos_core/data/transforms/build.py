@@ -2,6 +2,8 @@
 from . import photometric as P
 from . import transforms as T
 
+RESIZE_STYLES = ("original", "torchvision")
+
 
 def train_min_sizes(min_size_train, min_size_range_train):
     """Short-side choices for training: MIN_SIZE_TRAIN, or every integer of MIN_SIZE_RANGE_TRAIN."""
@@ -45,16 +47,43 @@ def _scalar(cfg, key, low, high):
     return float(value)
 
 
-def _geometric_ops(cfg):
-    """RandomCrop (if INPUT.CROP_PROB_TRAIN > 0) and the training Resize (with scale jitter)."""
-    ops = []
+def make_resize(resize_style, min_size, max_size, scale_range=(1.0, 1.0)):
+    """The resize op of ``resize_style`` (INPUT.RESIZE_STYLE): "original" -> :class:`Resize` of the
+    PIL image (integer sizes rounded as the original; it goes before ToTensor), "torchvision" ->
+    :class:`TensorResize` of the normalised tensor (it goes after Normalize)."""
+    if resize_style not in RESIZE_STYLES:
+        raise ValueError("INPUT.RESIZE_STYLE must be one of {}, got {!r}".format(RESIZE_STYLES, resize_style))
+    op = T.Resize if resize_style == "original" else T.TensorResize
+    return op(min_size, max_size, scale_range=scale_range)
+
+
+def inference_transforms(min_size, max_size, pixel_mean, pixel_std, to_bgr255, resize_style="original"):
+    """The test pipeline (a :class:`Compose`; call it on a PIL RGB image, with or without a target).
+
+    "original": Resize, ToTensor, Normalize; "torchvision": ToTensor, Normalize, TensorResize (as
+    torchvision's detection models: normalise, then interpolate). ``min_size`` None: no resize
+    (test-time augmentation resizes its passes itself). ``pixel_mean``/``pixel_std``/``to_bgr255``
+    as :class:`Normalize`; sizes in pixels.
+    """
+    ops = [T.ToTensor(), T.Normalize(mean=pixel_mean, std=pixel_std, to_bgr255=to_bgr255)]
+    if min_size is not None:
+        resize = make_resize(resize_style, min_size, max_size)
+        ops = [resize] + ops if resize_style == "original" else ops + [resize]
+    return T.Compose(ops)
+
+
+def _crop_ops(cfg):
+    """RandomCrop, if INPUT.CROP_PROB_TRAIN > 0."""
     crop_prob, crop_size = _probability(cfg, "CROP_PROB_TRAIN"), _range(cfg, "CROP_SIZE_TRAIN", 1e-6, 1.0)
-    if crop_prob > 0:
-        ops.append(T.RandomCrop(crop_size, crop_prob))
+    return [T.RandomCrop(crop_size, crop_prob)] if crop_prob > 0 else []
+
+
+def _train_resize(cfg):
+    """The training resize of INPUT.RESIZE_STYLE (MIN_SIZE_TRAIN or MIN_SIZE_RANGE_TRAIN,
+    MAX_SIZE_TRAIN, SCALE_JITTER_TRAIN)."""
     min_size = train_min_sizes(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_RANGE_TRAIN)
     jitter = _range(cfg, "SCALE_JITTER_TRAIN", 1e-6, float("inf"))
-    ops.append(T.Resize(min_size, cfg.INPUT.MAX_SIZE_TRAIN, scale_range=jitter))
-    return ops
+    return make_resize(cfg.INPUT.RESIZE_STYLE, min_size, cfg.INPUT.MAX_SIZE_TRAIN, scale_range=jitter)
 
 
 def _photometric_ops(cfg):
@@ -88,21 +117,33 @@ def build_transforms(cfg, is_train=True):
     MAX_SIZE_TEST; not with TEST.BBOX_AUG.ENABLED, whose passes resize themselves), ToTensor, Normalize. Normalize gives BGR 0-255 minus PIXEL_MEAN divided by
     PIXEL_STD with TO_BGR255 (default), else RGB 0-1.
 
+    With INPUT.RESIZE_STYLE "torchvision" the resize is a :class:`TensorResize` at the end, after
+    Normalize, as torchvision's models resize (so flips and degradations see the unresized image).
+
     Raises ValueError naming the INPUT key whose value is out of range.
     """
-    ops = []
-    if is_train:
-        jitter = (cfg.INPUT.BRIGHTNESS, cfg.INPUT.CONTRAST, cfg.INPUT.SATURATION, cfg.INPUT.HUE)
-        if any(v > 0 for v in jitter):
-            ops.append(T.ColorJitter(*jitter))
-        ops.extend(_geometric_ops(cfg))
-        if cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN > 0:
-            ops.append(T.RandomHorizontalFlip(cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN))
-        ops.extend(_photometric_ops(cfg))
-    elif not cfg.TEST.BBOX_AUG.ENABLED:
+    style = cfg.INPUT.RESIZE_STYLE
+    if style not in RESIZE_STYLES:
+        raise ValueError("INPUT.RESIZE_STYLE must be one of {}, got {!r}".format(RESIZE_STYLES, style))
+    normalize = (cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
+    if not is_train:
         # test-time augmentation resizes every pass from the original image itself
         # (engine/bbox_aug.py), as the original's loader hands it the images unresized
-        ops.append(T.Resize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
+        min_size = None if cfg.TEST.BBOX_AUG.ENABLED else cfg.INPUT.MIN_SIZE_TEST
+        return inference_transforms(min_size, cfg.INPUT.MAX_SIZE_TEST, *normalize, resize_style=style)
+    ops = []
+    jitter = (cfg.INPUT.BRIGHTNESS, cfg.INPUT.CONTRAST, cfg.INPUT.SATURATION, cfg.INPUT.HUE)
+    if any(v > 0 for v in jitter):
+        ops.append(T.ColorJitter(*jitter))
+    ops.extend(_crop_ops(cfg))
+    resize = _train_resize(cfg)
+    if style == "original":
+        ops.append(resize)
+    if cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN > 0:
+        ops.append(T.RandomHorizontalFlip(cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN))
+    ops.extend(_photometric_ops(cfg))
     ops.append(T.ToTensor())
-    ops.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD, to_bgr255=cfg.INPUT.TO_BGR255))
+    ops.append(T.Normalize(mean=normalize[0], std=normalize[1], to_bgr255=normalize[2]))
+    if style == "torchvision":
+        ops.append(resize)
     return T.Compose(ops)

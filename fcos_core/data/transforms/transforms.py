@@ -1,8 +1,8 @@
 """Transforms of an (image, target) pair: cropping, resizing, flipping, colour jitter, tensor conversion.
 
 Each transform takes ``(image, target)`` and returns both, the boxes of ``target`` (a BoxList in
-pixels) kept consistent with the image. Resize and Normalize also accept ``target=None`` and then
-return the image only (for inference on bare images). Random choices use Python's ``random``
+pixels) kept consistent with the image. Resize, TensorResize, ToTensor, Normalize and Compose also
+accept ``target=None`` and then return the image only (for inference on bare images). Random choices use Python's ``random``
 (RandomCrop, Resize, RandomHorizontalFlip) and torch's generator (ColorJitter); in training the
 datasets seed both per sample from the sampler (:mod:`fcos_core.utils.rng`), so the augmentation of
 a sample does not depend on the DataLoader worker, the number of processes or a restart. A
@@ -25,7 +25,13 @@ class Compose(object):
     def __init__(self, transforms):
         self.transforms = transforms
 
-    def __call__(self, image, target):
+    def __call__(self, image, target=None):
+        """``(image, target)`` through every transform; with ``target`` None (inference on a bare
+        image, only transforms that accept it) the image alone."""
+        if target is None:
+            for t in self.transforms:
+                image = t(image, None)
+            return image
         for t in self.transforms:
             image, target = t(image, target)
         return image, target
@@ -102,6 +108,57 @@ class Resize(object):
             sizes = "{}..{}".format(min(sizes), max(sizes))
         jitter = "" if self.scale_range == (1.0, 1.0) else ", scale_range={}".format(self.scale_range)
         return "{}(min_size={}, max_size={}{})".format(self.__class__.__name__, sizes, self.max_size, jitter)
+
+
+class TensorResize(object):
+    """Resize a normalised image tensor as torchvision's detection models do (``GeneralizedRCNNTransform``).
+
+    The scale is ``min(min_size / short side, max_size / long side)`` (floats, not rounded), and the
+    [C, H, W] tensor is interpolated bilinearly (``align_corners=False``, no antialiasing) by
+    ``F.interpolate(scale_factor=scale, recompute_scale_factor=True)``: output sides
+    ``floor(side * scale)``. torchvision resizes after normalising, so this op comes after
+    :class:`Normalize` (INPUT.RESIZE_STYLE "torchvision").
+
+    Arguments:
+        min_size (int or sequence of int): short side in pixels; with several, one is drawn per
+            call (training).
+        max_size (int or None): cap on the long side in pixels.
+        scale_range ((low, high) floats > 0): scale jitter, a factor drawn uniformly per call that
+            multiplies the scale; (1, 1), the default, draws nothing.
+
+    Boxes (BoxList) are scaled by new/old size per axis (BoxList.resize).
+    """
+
+    def __init__(self, min_size, max_size, scale_range=(1.0, 1.0)):
+        self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (min_size,)
+        self.max_size = max_size
+        low, high = (float(v) for v in scale_range)
+        if not 0 < low <= high:
+            raise ValueError("scale_range must be (low, high) with 0 < low <= high, got {}".format(scale_range))
+        self.scale_range = (low, high)
+
+    def get_scale(self, height, width):
+        """The scale factor (float) for an input of ``height`` x ``width`` pixels."""
+        size = random.choice(self.min_size)
+        scale = size / min(height, width)
+        if self.max_size is not None:
+            scale = min(scale, self.max_size / max(height, width))
+        if self.scale_range != (1.0, 1.0):
+            scale *= random.uniform(*self.scale_range)
+        return scale
+
+    def __call__(self, image, target=None):
+        height, width = image.shape[-2:]
+        image = torch.nn.functional.interpolate(image[None], scale_factor=self.get_scale(height, width),
+                                                mode="bilinear", recompute_scale_factor=True,
+                                                align_corners=False)[0]
+        if target is None:
+            return image
+        return image, target.resize(_image_size(image))
+
+    def __repr__(self):
+        jitter = "" if self.scale_range == (1.0, 1.0) else ", scale_range={}".format(self.scale_range)
+        return "{}(min_size={}, max_size={}{})".format(self.__class__.__name__, self.min_size, self.max_size, jitter)
 
 
 class RandomCrop(object):
@@ -205,9 +262,11 @@ class ColorJitter(object):
 
 
 class ToTensor(object):
-    """PIL image (RGB) -> float tensor [3, H, W], RGB in 0-1."""
+    """PIL image (RGB) -> float tensor [3, H, W], RGB in 0-1 (the image alone when ``target`` is None)."""
 
-    def __call__(self, image, target):
+    def __call__(self, image, target=None):
+        if target is None:
+            return F.to_tensor(image)
         return F.to_tensor(image), target
 
     def __repr__(self):

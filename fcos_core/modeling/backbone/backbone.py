@@ -37,7 +37,8 @@ def _gn_kwargs(cfg):
 
 
 def _resnet_norm(cfg):
-    """Norm factory from RESNETS.STEM_FUNC / TRANS_FUNC, which must agree."""
+    """Norm factory from RESNETS.STEM_FUNC / TRANS_FUNC, which must agree (FrozenBN with
+    RESNETS.FROZEN_BN_EPS)."""
     r = cfg.MODEL.RESNETS
     for func in (r.STEM_FUNC, r.TRANS_FUNC):
         if func not in _NORM_OF_FUNC:
@@ -46,7 +47,7 @@ def _resnet_norm(cfg):
     if _NORM_OF_FUNC[r.STEM_FUNC] != _NORM_OF_FUNC[r.TRANS_FUNC]:
         raise ValueError("STEM_FUNC {} and TRANS_FUNC {} use different norms"
                          .format(r.STEM_FUNC, r.TRANS_FUNC))
-    return norm_factory(_NORM_OF_FUNC[r.TRANS_FUNC], **_gn_kwargs(cfg))
+    return norm_factory(_NORM_OF_FUNC[r.TRANS_FUNC], frozen_bn_eps=r.FROZEN_BN_EPS, **_gn_kwargs(cfg))
 
 
 def _resnet_depth(cfg):

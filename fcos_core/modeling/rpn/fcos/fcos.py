@@ -16,7 +16,9 @@ from fcos_core.layers.scale import Scale
 
 from .inference import make_fcos_postprocessor
 from .loss import make_fcos_loss_evaluator
-from .target_assignment import compute_locations_per_level
+from .target_assignment import compute_locations_per_level, torchvision_locations_per_level
+
+CONVENTIONS = ("original", "torchvision")
 
 
 def _tower(in_channels, num_convs, use_dcn_last):
@@ -131,19 +133,26 @@ class FCOSModule(nn.Module):
     forward(images: ImageList, features: list of [N, C_fpn, H_l, W_l], targets=None) returns
     ``(None, {"loss_cls", "loss_reg", "loss_centerness"})`` in training and
     ``(list[BoxList], {})`` at test time, as the original.
+
+    ``convention`` (MODEL.FCOS.CONVENTION) places the locations: "original" at ``(j * s + s // 2,
+    i * s + s // 2)`` with the level's FPN stride ``s``; "torchvision" as torchvision's FCOS, at
+    ``(j * (W_pad // W_l), i * (H_pad // H_l))`` from the padded batch size (training and test).
     """
 
-    def __init__(self, head, loss_evaluator, box_selector_test, fpn_strides):
+    def __init__(self, head, loss_evaluator, box_selector_test, fpn_strides, convention="original"):
         super().__init__()
+        if convention not in CONVENTIONS:
+            raise ValueError("MODEL.FCOS.CONVENTION must be one of {}, got {!r}".format(CONVENTIONS, convention))
         self.head = head
         self.loss_evaluator = loss_evaluator
         self.box_selector_test = box_selector_test
         self.fpn_strides = list(fpn_strides)
+        self.convention = convention
         self._locations_cache = {}
 
     def forward(self, images, features, targets=None):
         box_cls, box_regression, centerness = self.head(features)
-        locations = self.compute_locations(features)
+        locations = self.compute_locations(features, tuple(images.tensors.shape[-2:]))
         if self.training:
             if targets is None:
                 raise ValueError("FCOSModule in training mode needs targets (a list of BoxList)")
@@ -152,17 +161,26 @@ class FCOSModule(nn.Module):
         boxes = self.box_selector_test(locations, box_cls, box_regression, centerness, images.image_sizes)
         return boxes, {}
 
-    def compute_locations(self, features):
-        """Locations of every level (list of [H_l W_l, 2]), cached per feature size and device."""
+    def compute_locations(self, features, padded_size=None):
+        """Locations of every level (list of [H_l W_l, 2]), cached per feature size and device.
+
+        ``padded_size``: (H_pad, W_pad) of the batch tensor, needed by the "torchvision" convention only.
+        """
         locations = []
         for level, feature in enumerate(features):
             h, w = feature.shape[-2:]
-            key = (h, w, self.fpn_strides[level], feature.device)
+            torchvision_style = self.convention == "torchvision"
+            if torchvision_style and padded_size is None:
+                raise ValueError("the torchvision convention (MODEL.FCOS.CONVENTION) needs the padded image size")
+            key = (h, w, self.fpn_strides[level], feature.device) + (tuple(padded_size) if torchvision_style else ())
             loc = self._locations_cache.get(key)
             if loc is None:
                 if len(self._locations_cache) > 256:
                     self._locations_cache.clear()
-                loc = compute_locations_per_level(h, w, self.fpn_strides[level], feature.device, torch.float32)
+                if torchvision_style:
+                    loc = torchvision_locations_per_level(h, w, padded_size, feature.device, torch.float32)
+                else:
+                    loc = compute_locations_per_level(h, w, self.fpn_strides[level], feature.device, torch.float32)
                 self._locations_cache[key] = loc
             locations.append(loc)
         return locations
@@ -189,4 +207,5 @@ def build_fcos(cfg, in_channels):
         use_dcn_in_tower=fcos.USE_DCN_IN_TOWER,
         recompute_tower_norm=fcos.RECOMPUTE_TOWER_NORM,
     )
-    return FCOSModule(head, make_fcos_loss_evaluator(cfg), make_fcos_postprocessor(cfg), fcos.FPN_STRIDES)
+    return FCOSModule(head, make_fcos_loss_evaluator(cfg), make_fcos_postprocessor(cfg), fcos.FPN_STRIDES,
+                      convention=fcos.CONVENTION)

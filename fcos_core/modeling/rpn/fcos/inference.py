@@ -6,6 +6,10 @@ above ``pre_nms_thresh`` (MODEL.FCOS.INFERENCE_TH), at most ``pre_nms_top_n``
 to the image; the detection score is ``sqrt(sigmoid(cls) * sigmoid(centerness))``. Then, over all
 levels of an image, class-aware NMS (MODEL.FCOS.NMS_TH, legacy +1 IoU) and the
 ``fpn_post_nms_top_n`` (TEST.DETECTIONS_PER_IMG) best detections, ties at the threshold kept.
+With MODEL.FCOS.CONVENTION "torchvision" the rules are those of torchvision's FCOS instead: the
+candidates are the pairs whose detection score ``sqrt(cls * centerness)`` is above the threshold,
+ranked by it; boxes are clipped to ``[0, W] x [0, H]``; NMS uses the continuous IoU; and exactly
+``fpn_post_nms_top_n`` detections are kept (see :class:`FCOSPostProcessor`'s flags).
 
 The whole batch is processed at once: the candidates of every image and level are one flat list
 tagged with their image, the per-(image, level) and per-image top-k are ranks within groups, and
@@ -96,9 +100,27 @@ class FCOSPostProcessor(torch.nn.Module):
     [N, 1, H_l, W_l] logits; ``image_sizes``: list of (h, w). Each returned BoxList is ``xyxy``
     float32 in the coordinates of the (resized, unpadded) input image, with fields "labels"
     (int64, 1..C) and "scores" (float32), in decreasing score order.
+
+    Args:
+        pre_nms_thresh: candidate threshold (MODEL.FCOS.INFERENCE_TH), on the classification
+            probability, or on the detection score with ``threshold_on_score``.
+        pre_nms_top_n: candidates kept per image and level (MODEL.FCOS.PRE_NMS_TOP_N).
+        nms_thresh: IoU threshold of the class-aware NMS (MODEL.FCOS.NMS_TH; <= 0: no NMS).
+        fpn_post_nms_top_n: detections kept per image (TEST.DETECTIONS_PER_IMG; <= 0: all).
+        min_size: boxes narrower or lower than this (pixels) are dropped (0: none).
+        num_classes: MODEL.FCOS.NUM_CLASSES (background included).
+        threshold_on_score: threshold and rank the candidates by the detection score
+            ``sqrt(cls_prob * ctr_prob)`` (torchvision) instead of thresholding ``cls_prob`` and
+            ranking by ``cls_prob * ctr_prob`` (original).
+        legacy_boxes: pixel-inclusive boxes (original): clipped to ``[0, W - 1] x [0, H - 1]``,
+            widths ``x2 - x1 + 1`` in ``min_size`` and in the NMS IoU. False: continuous boxes
+            (torchvision): clipped to ``[0, W] x [0, H]``, widths ``x2 - x1``.
+        keep_ties: keep every detection tied with the ``fpn_post_nms_top_n``-th (original) instead
+            of exactly the first ``fpn_post_nms_top_n`` (torchvision).
     """
 
-    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n, min_size, num_classes):
+    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n, min_size, num_classes,
+                 threshold_on_score=False, legacy_boxes=True, keep_ties=True):
         super().__init__()
         self.pre_nms_thresh = pre_nms_thresh
         self.pre_nms_top_n = pre_nms_top_n
@@ -106,6 +128,9 @@ class FCOSPostProcessor(torch.nn.Module):
         self.fpn_post_nms_top_n = fpn_post_nms_top_n
         self.min_size = min_size
         self.num_classes = num_classes
+        self.threshold_on_score = threshold_on_score
+        self.legacy_boxes = legacy_boxes
+        self.keep_ties = keep_ties
 
     def forward(self, locations, box_cls, box_regression, centerness, image_sizes):
         with torch.autocast(device_type=box_cls[0].device.type, enabled=False):
@@ -130,17 +155,27 @@ class FCOSPostProcessor(torch.nn.Module):
         # tensors of per-level / per-image constants by fills on the device: a host-to-device copy
         # of a Python list would wait for the device
         level = torch.cat([torch.full((len(loc),), i, device=cls_prob.device) for i, loc in enumerate(locations)])
-        max_xy = torch.stack([cls_prob.new_full((), v) for h, w in image_sizes for v in (int(w) - 1, int(h) - 1)])
-        max_xy = max_xy.reshape(-1, 2)  # [N, 2]: (W - 1, H - 1), as BoxList.clip_to_image
-        image_idx, loc_idx, class_idx = (cls_prob > self.pre_nms_thresh).nonzero(as_tuple=True)
-        score = cls_prob[image_idx, loc_idx, class_idx] * ctr_prob[image_idx, loc_idx]
+        inclusive = 1 if self.legacy_boxes else 0
+        max_xy = torch.stack([cls_prob.new_full((), v) for h, w in image_sizes
+                              for v in (int(w) - inclusive, int(h) - inclusive)])
+        max_xy = max_xy.reshape(-1, 2)  # [N, 2]: (W - 1, H - 1) as BoxList.clip_to_image, or (W, H)
+        if self.threshold_on_score:  # torchvision: sqrt(cls * ctr) > threshold, ranked by it
+            all_scores = torch.sqrt(cls_prob * ctr_prob[..., None])
+            image_idx, loc_idx, class_idx = (all_scores > self.pre_nms_thresh).nonzero(as_tuple=True)
+            score = all_scores[image_idx, loc_idx, class_idx]
+        else:
+            image_idx, loc_idx, class_idx = (cls_prob > self.pre_nms_thresh).nonzero(as_tuple=True)
+            score = cls_prob[image_idx, loc_idx, class_idx] * ctr_prob[image_idx, loc_idx]
         rank = rank_within_groups(image_idx * len(locations) + level[loc_idx], score, n * len(locations))
         boxes = decode_boxes(torch.cat(locations)[loc_idx], distances[image_idx, loc_idx])
         boxes = clip_boxes(boxes, max_xy[image_idx])
-        # remove_small_boxes: widths and heights x2 - x1 + 1 (legacy), both >= min_size
-        big = (boxes[:, 2] - boxes[:, 0] + 1 >= self.min_size) & (boxes[:, 3] - boxes[:, 1] + 1 >= self.min_size)
-        keep = (rank < self.pre_nms_top_n) & big  # both per candidate: one filter for the two
-        return image_idx[keep], boxes[keep], torch.sqrt(score[keep]), class_idx[keep] + 1
+        keep = rank < self.pre_nms_top_n
+        if self.legacy_boxes or self.min_size > 0:
+            # remove_small_boxes: widths and heights x2 - x1 (+ 1 legacy), both >= min_size
+            keep &= ((boxes[:, 2] - boxes[:, 0] + inclusive >= self.min_size)
+                     & (boxes[:, 3] - boxes[:, 1] + inclusive >= self.min_size))
+        score = score[keep] if self.threshold_on_score else torch.sqrt(score[keep])
+        return image_idx[keep], boxes[keep], score, class_idx[keep] + 1
 
     def nms_and_top_n(self, image_idx, boxes, scores, labels, num_images):
         """Indices [K'] kept by class-aware NMS within each image and the per-image top-n.
@@ -150,11 +185,16 @@ class FCOSPostProcessor(torch.nn.Module):
         order per-image NMS gives.
         """
         if self.nms_thresh > 0:
-            keep = ml_nms(boxes, scores, image_idx * (self.num_classes + 1) + labels, self.nms_thresh)
+            keep = ml_nms(boxes, scores, image_idx * (self.num_classes + 1) + labels, self.nms_thresh,
+                          legacy=self.legacy_boxes)
         else:
             keep = torch.arange(scores.numel(), device=scores.device)
         if self.fpn_post_nms_top_n > 0:
-            keep = keep[top_n_with_ties(image_idx[keep], scores[keep], num_images, self.fpn_post_nms_top_n)]
+            n = self.fpn_post_nms_top_n
+            if self.keep_ties:
+                keep = keep[top_n_with_ties(image_idx[keep], scores[keep], num_images, n)]
+            else:
+                keep = keep[rank_within_groups(image_idx[keep], scores[keep], num_images) < n]
         return keep
 
     def select_over_all_levels(self, boxlists):
@@ -194,7 +234,12 @@ def split_by_image(image_idx, boxes, scores, labels, image_sizes):
 
 
 def make_fcos_postprocessor(cfg):
-    """Build :class:`FCOSPostProcessor` from MODEL.FCOS.* and TEST.DETECTIONS_PER_IMG."""
+    """Build :class:`FCOSPostProcessor` from MODEL.FCOS.* (CONVENTION chooses the rules) and
+    TEST.DETECTIONS_PER_IMG."""
+    convention = cfg.MODEL.FCOS.CONVENTION
+    if convention not in ("original", "torchvision"):
+        raise ValueError("MODEL.FCOS.CONVENTION must be 'original' or 'torchvision', got {!r}".format(convention))
+    torchvision = convention == "torchvision"
     return FCOSPostProcessor(
         pre_nms_thresh=cfg.MODEL.FCOS.INFERENCE_TH,
         pre_nms_top_n=cfg.MODEL.FCOS.PRE_NMS_TOP_N,
@@ -202,4 +247,7 @@ def make_fcos_postprocessor(cfg):
         fpn_post_nms_top_n=cfg.TEST.DETECTIONS_PER_IMG,
         min_size=0,
         num_classes=cfg.MODEL.FCOS.NUM_CLASSES,
+        threshold_on_score=torchvision,
+        legacy_boxes=not torchvision,
+        keep_ties=not torchvision,
     )

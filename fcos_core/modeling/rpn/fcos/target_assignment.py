@@ -32,6 +32,28 @@ def compute_locations_per_level(height, width, stride, device=None, dtype=torch.
     return torch.stack((shift_x.reshape(-1), shift_y.reshape(-1)), dim=1) + stride // 2
 
 
+def torchvision_locations_per_level(height, width, padded_size, device=None, dtype=torch.float32):
+    """Centres of torchvision FCOS's anchors on one feature map of ``height`` x ``width`` cells.
+
+    torchvision's ``AnchorGenerator`` takes the stride per axis from the padded batch,
+    ``(H_pad // height, W_pad // width)``, and puts cell ``(i, j)`` at ``(j * stride_x, i *
+    stride_y)``: no half-stride offset, and on P6/P7 a stride that is not 64/128 when the padded
+    size is not a multiple of 128 (H_pad 800 gives a P6 grid of 13 and a stride of 61).
+
+    Args:
+        height, width: the feature map's size in cells.
+        padded_size: (H_pad, W_pad), the padded batch tensor's size in pixels.
+
+    Returns:
+        Tensor [height * width, 2]: ``(x, y)`` in pixels, row-major cell order.
+    """
+    stride_y, stride_x = int(padded_size[0]) // height, int(padded_size[1]) // width
+    shifts_x = torch.arange(0, width, dtype=torch.int64, device=device) * stride_x
+    shifts_y = torch.arange(0, height, dtype=torch.int64, device=device) * stride_y
+    shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+    return torch.stack((shift_x.reshape(-1), shift_y.reshape(-1)), dim=1).to(dtype)
+
+
 def compute_locations(feature_sizes, strides, device=None, dtype=torch.float32):
     """Locations of every level: a list of [H_l * W_l, 2] tensors, one per ``(H_l, W_l)``."""
     return [
