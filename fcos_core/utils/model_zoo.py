@@ -21,10 +21,10 @@ Everything about downloading, caching, checksums and first-use pins is in
 """
 import difflib
 import functools
-import importlib
 import os
 from dataclasses import dataclass
 
+from fcos_core.utils.formats.mmdet_zoo import MMDET_MODELS
 from fcos_core.utils.imagenet_zoo import (  # noqa: F401  (re-exported)
     TORCHVISION_IMAGENET,
     TORCHVISION_PREFIX,
@@ -63,6 +63,7 @@ class ZooEntry:
             in this project.
         sha256: the published SHA-256 (a prefix: the ``-<hex>`` of torch hub style file names), or
             "" when none is published (the download is then pinned on first use).
+        aliases: other names of the same file (mmdetection 3.x's names of its 2.x files).
     """
 
     name: str
@@ -72,6 +73,7 @@ class ZooEntry:
     ap: float = None
     ap_source: str = ""
     sha256: str = ""
+    aliases: tuple = ()
 
     @property
     def filename(self):
@@ -82,11 +84,6 @@ class ZooEntry:
     def host_gone(self):
         """True when the URL's host no longer serves files (:data:`GONE_HOSTS`)."""
         return any(f"://{host}/" in self.url for host in GONE_HOSTS)
-
-
-def _hash_of_name(url):
-    """The SHA-256 prefix that a torch hub style file name carries ("" when none)."""
-    return expected_sha256(url_filename(url)) or ""
 
 
 TORCHVISION_FCOS = ZooEntry(
@@ -128,30 +125,17 @@ ORIGINAL_MODELS = [
 ]
 
 
-def _field(item, *names, default=None):
-    for name in names:
-        value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
-        if value is not None:
-            return value
-    return default
+_MMDET_SOURCE = ("COCO val2017, published by mmdetection (its configs/fcos README and metafile.yml); "
+                 "not measured here")
 
 
 def _mmdet_entries():
-    """Entries from mmdetection's table in :mod:`fcos_core.utils.formats.mmdet` (``MMDET_MODELS``:
-    name, url, config, AP), read from there rather than copied; none when that module is absent."""
-    try:
-        mmdet = importlib.import_module("fcos_core.utils.formats.mmdet")
-    except ModuleNotFoundError as exc:
-        if exc.name != "fcos_core.utils.formats.mmdet":
-            raise
-        return []
+    """Entries for mmdetection's FCOS checkpoints, read from
+    :data:`fcos_core.utils.formats.mmdet_zoo.MMDET_MODELS` (name, URL, hash prefix, AP, our config)."""
     return [
-        ZooEntry(name=_field(item, "name"), url=_field(item, "url"), config=_field(item, "config"),
-                 source="mmdetection", ap=_field(item, "ap", "box_ap", "AP"),
-                 ap_source=_field(item, "ap_source", "published", default="COCO val2017, published by "
-                                  "mmdetection's FCOS README") + "; not measured here",
-                 sha256=_field(item, "sha256", default=_hash_of_name(_field(item, "url"))))
-        for item in getattr(mmdet, "MMDET_MODELS", ())
+        ZooEntry(name=m.name, url=m.url, config=m.config, source="mmdetection", ap=m.box_ap,
+                 ap_source=_MMDET_SOURCE, sha256=m.sha256_prefix, aliases=(m.v3_name,))
+        for m in MMDET_MODELS.values()
     ]
 
 
@@ -164,10 +148,11 @@ def zoo():
 
 
 def model_zoo_name(name):
-    """The zoo name for ``name`` (any case, ``.pth`` optional, or the entry's file name), or None."""
+    """The zoo name for ``name`` (any case, ``.pth`` optional; or the entry's file name or an alias), or None."""
     stem = name[:-4] if name.lower().endswith(".pth") else name
     for key, entry in zoo().items():
-        if stem.lower() in (key.lower(), os.path.splitext(entry.filename)[0].lower()):
+        names = (key, os.path.splitext(entry.filename)[0], *entry.aliases)
+        if stem.lower() in (n.lower() for n in names):
             return key
     return None
 

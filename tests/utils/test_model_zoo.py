@@ -4,6 +4,7 @@ and first-use pins of files with no known checksum, offline errors.
 Nothing here leaves the machine: downloads come from ``file://`` URLs or an HTTP server on
 127.0.0.1, and TORCH_HOME points into a temporary folder.
 """
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -227,3 +228,183 @@ def test_legacy_checkpoint_with_other_objects_is_kept_without_running_it(hub, tm
     with pytest.raises(RuntimeError, match="truncated"):  # cut inside the pickle of the object
         cache_url(_serve(tmp_path, "odd2.pth", data[:200]))
     assert not (hub / "odd2.pth").exists()
+
+
+# --- the zoo's entries: provenance, published hashes, hosts that are gone (issue 15) ---------------
+
+
+def _never_download(url, dst, progress=True):
+    raise AssertionError(f"no download expected, got {url}")
+
+
+def test_torchvision_coco_fcos_entry_is_what_torchvision_publishes():
+    from torchvision.models.detection import FCOS_ResNet50_FPN_Weights
+
+    published = FCOS_ResNet50_FPN_Weights.COCO_V1
+    entry = model_zoo.model_zoo_entry("fcos_resnet50_fpn_coco")
+    assert entry is model_zoo.zoo()["fcos_resnet50_fpn_coco"] and entry.source == "torchvision"
+    assert entry.url == published.url
+    assert entry.ap == published.meta["_metrics"]["COCO-val2017"]["box_map"]
+    assert "val2017" in entry.ap_source and "not measured here" in entry.ap_source
+    assert entry.sha256 == "99b0c9b7" == model_zoo.expected_sha256(entry.filename)
+    assert model_zoo.model_zoo_config("FCOS_ResNet50_FPN_COCO") == "torchvision/fcos_resnet50_fpn_coco.yaml"
+    assert model_zoo.model_zoo_name("fcos_resnet50_fpn_coco-99b0c9b7.pth") == "fcos_resnet50_fpn_coco"
+    assert not entry.host_gone
+    # downloadable entries come first, the original's (host gone) last
+    gone = [e.host_gone for e in model_zoo.zoo().values()]
+    assert gone == sorted(gone) and gone[-1]
+
+
+def test_mmdetection_entries_come_from_its_table_with_the_hash_in_their_names():
+    from fcos_core.utils.formats.mmdet_zoo import MMDET_MODELS
+
+    entries = [e for e in model_zoo.zoo().values() if e.source == "mmdetection"]
+    assert [e.name for e in entries] == list(MMDET_MODELS)
+    for entry in entries:
+        model = MMDET_MODELS[entry.name]
+        assert entry.url.startswith("https://download.openmmlab.com/") and entry.url.endswith(entry.filename)
+        assert entry.sha256 == model.sha256_prefix == model_zoo.expected_sha256(entry.filename)
+        assert (entry.ap, entry.config) == (model.box_ap, model.config) and "not measured here" in entry.ap_source
+        assert model_zoo.model_zoo_name(model.v3_name.upper()) == entry.name
+        assert model_zoo.published_sha256(entry.filename) == entry.sha256 and not entry.host_gone
+    imprv = model_zoo.model_zoo_entry("fcos_center-normbbox-centeronreg-giou_r50_caffe_fpn_gn-head_1x_coco")
+    assert imprv.ap == 38.7
+
+
+def test_original_models_are_listed_with_their_config_and_host_gone():
+    originals = [e for e in model_zoo.zoo().values() if e.source == "original (host gone)"]
+    assert len(originals) == 15 and all(e.host_gone and e.sha256 == "" for e in originals)
+    imprv = model_zoo.model_zoo_entry("fcos_imprv_R_50_FPN_1x")
+    assert (imprv.ap, imprv.config) == (38.7, "fcos/fcos_imprv_R_50_FPN_1x.yaml")
+    for entry in originals:
+        assert (model_zoo.CONFIGS_DIR + "/" + entry.config) == model_zoo.get_config_file(entry.config)
+        assert "minival" in entry.ap_source and "not measured here" in entry.ap_source
+
+
+def test_every_zoo_config_exists():
+    for entry in model_zoo.zoo().values():
+        model_zoo.get_config_file(entry.config)  # FileNotFoundError naming it otherwise
+
+
+def test_original_model_without_a_copy_is_not_downloaded_and_says_where_to_put_one(hub, monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _never_download)
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_weight("FCOS_imprv_R_50_FPN_1x")
+    msg = str(info.value)
+    cached = hub / "FCOS_imprv_R_50_FPN_1x.pth"
+    assert "15 December 2023" in msg and str(cached) in msg and "fcos_resnet50_fpn_coco" in msg
+    assert "MODEL.WEIGHT /path/FCOS_imprv_R_50_FPN_1x.pth" in msg
+    # a configured CloudStor URL (the MobileNetV2 ImageNet file) is not asked either
+    with pytest.raises(FileNotFoundError, match="CloudStor, decommissioned on 15 December 2023"):
+        resolve_weight("https://cloudstor.aarnet.edu.au/plus/s/xtixKaxLWmbcyf7/download#mobilenet_v2-ecbe2b5.pth")
+
+
+def test_cached_copy_that_fails_its_published_hash_offline_names_both_sums(hub, monkeypatch):
+    def offline(url, dst, progress=True):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    hub.mkdir(parents=True)
+    cached = hub / "fcos_resnet50_fpn_coco-99b0c9b7.pth"
+    cached.write_bytes(PAYLOAD)
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_weight("fcos_resnet50_fpn_coco")
+    msg = str(info.value)
+    assert hashlib.sha256(PAYLOAD).hexdigest() in msg and "99b0c9b7" in msg and str(cached) in msg
+    assert "https://download.pytorch.org/models/fcos_resnet50_fpn_coco-99b0c9b7.pth" in msg
+    assert not cached.exists()  # never loaded
+
+
+def test_local_file_named_as_a_published_file_must_match_its_hash(tmp_path):
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    for name, expected in [("fcos_resnet50_fpn_coco-99b0c9b7.pth", "99b0c9b7"), ("resnet50-0676ba61.pth", "0676ba61")]:
+        path = tmp_path / name
+        path.write_bytes(PAYLOAD)
+        with pytest.raises(model_zoo.HashMismatchError) as info:
+            resolve_weight(str(path))
+        assert digest in str(info.value) and expected in str(info.value) and str(path) in str(info.value)
+        assert path.exists()  # the user's file is left where it is
+    # names of one's own that end in hex digits are not taken for hashes
+    for name in ("model_final-20190101.pth", "mine-0badc0de.pth"):
+        (tmp_path / name).write_bytes(PAYLOAD)
+        assert resolve_weight(str(tmp_path / name)) == str(tmp_path / name)
+
+
+# --- torchvision:// ImageNet names --------------------------------------------------------------
+
+
+def test_torchvision_names_are_torchvisions_imagenet1k_v1_files():
+    from torchvision.models import (
+        MobileNet_V2_Weights, ResNet50_Weights, ResNet101_Weights, ResNeXt101_32X8D_Weights, ResNeXt101_64X4D_Weights,
+    )
+
+    enums = {"resnet50": ResNet50_Weights, "resnet101": ResNet101_Weights, "resnext101_32x8d": ResNeXt101_32X8D_Weights,
+             "resnext101_64x4d": ResNeXt101_64X4D_Weights, "mobilenet_v2": MobileNet_V2_Weights}
+    assert set(enums) == set(model_zoo.TORCHVISION_IMAGENET)
+    for name, enum in enums.items():
+        url = model_zoo.torchvision_imagenet_url("torchvision://" + name)
+        assert url == enum.IMAGENET1K_V1.url
+        assert model_zoo.published_sha256(url_filename(url)) == model_zoo.expected_sha256(url_filename(url))
+    assert model_zoo.torchvision_imagenet_url("torchvision://ResNet50") == ResNet50_Weights.IMAGENET1K_V1.url
+    with pytest.raises(ValueError, match="torchvision://resnet50, torchvision://resnet101"):
+        resolve_weight("torchvision://resnet49")
+
+
+def _serve_torchvision(tmp_path, monkeypatch, name, state, prefix=None):
+    """Save ``state`` under torchvision's file name pattern with its own (or a given) hash prefix and
+    point ``torchvision://<name>`` at it; returns the file."""
+    raw = tmp_path / "raw.pth"
+    torch.save(state, raw)
+    prefix = prefix or hashlib.sha256(raw.read_bytes()).hexdigest()[:8]
+    served = tmp_path / "www" / f"{name}-{prefix}.pth"
+    served.parent.mkdir(exist_ok=True)
+    raw.rename(served)
+    weights = model_zoo.TORCHVISION_IMAGENET[name]
+    monkeypatch.setitem(model_zoo.TORCHVISION_IMAGENET, name, dataclasses.replace(weights, url=served.as_uri()))
+    return served
+
+
+def test_torchvision_resnet50_by_name_is_downloaded_checked_and_initialises_the_body(hub, tmp_path, monkeypatch):
+    import torchvision
+
+    torch.manual_seed(0)
+    classifier = torchvision.models.resnet50(weights=None)
+    with torch.no_grad():
+        classifier.bn1.running_var.uniform_(0.5, 2.0)
+    served = _serve_torchvision(tmp_path, monkeypatch, "resnet50", classifier.state_dict())
+    cfg = load_config(str(model_zoo.CONFIGS_DIR + "/fcos/fcos_imprv_R_50_FPN_1x_torchvision_init.yaml"),
+                      ["MODEL.DEVICE", "cpu"])
+    assert cfg.MODEL.WEIGHT == "torchvision://resnet50"
+    model = build_detection_model(cfg)
+    DetectronCheckpointer(cfg, model).load(cfg.MODEL.WEIGHT, use_latest=False)
+    body = model.backbone.body
+    assert torch.equal(body.stem.conv1.weight, classifier.conv1.weight)
+    assert torch.equal(body.stem.bn1.running_var, classifier.bn1.running_var)
+    assert torch.equal(body.layer4[2].conv3.weight, classifier.layer4[2].conv3.weight)
+    assert (hub / served.name).exists()
+    # a file whose SHA-256 is not the prefix in its name is refused
+    (hub / served.name).unlink()
+    _serve_torchvision(tmp_path, monkeypatch, "resnet50", {"fc.weight": torch.ones(2)}, prefix="0badc0de")
+    with pytest.raises(model_zoo.HashMismatchError, match="0badc0de"):
+        DetectronCheckpointer(cfg, build_detection_model(cfg)).load("torchvision://resnet50", use_latest=False)
+
+
+def test_torchvision_weights_refuse_a_config_without_their_settings(hub, monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _never_download)
+    cfg = load_config(str(model_zoo.CONFIGS_DIR + "/fcos/fcos_imprv_R_50_FPN_1x.yaml"), ["MODEL.DEVICE", "cpu"])
+    with pytest.raises(ValueError) as info:
+        DetectronCheckpointer(cfg, None).load("torchvision://resnet50", use_latest=False)
+    msg = str(info.value)
+    for line in ("MODEL.RESNETS.STRIDE_IN_1X1 is True; they need False", "INPUT.TO_BGR255 is True; they need False",
+                 "INPUT.PIXEL_MEAN is [102.9801, 115.9465, 122.7717]; they need [0.485, 0.456, 0.406]",
+                 "INPUT.PIXEL_STD is [1.0, 1.0, 1.0]; they need [0.229, 0.224, 0.225]",
+                 "catalog://ImageNetPretrained/MSRA/R-50"):
+        assert line in msg
+    # another backbone, another ResNeXt width; a local file recognised by its torchvision name
+    with pytest.raises(ValueError, match="CONV_BODY is 'R-50-FPN-RETINANET'; these weights fit R-101-"):
+        model_zoo.check_imagenet_config(cfg, "torchvision://resnet101")
+    with pytest.raises(ValueError, match="MODEL.RESNETS.NUM_GROUPS is 1; they need 32"):
+        model_zoo.check_imagenet_config(cfg, "/somewhere/resnext101_32x8d-8ba56ff5.pth")
+    ok = load_config(str(model_zoo.CONFIGS_DIR + "/fcos/fcos_imprv_R_50_FPN_1x_torchvision_init.yaml"))
+    model_zoo.check_imagenet_config(ok, "torchvision://resnet50")
+    model_zoo.check_imagenet_config(cfg, "catalog://ImageNetPretrained/MSRA/R-50")  # not torchvision's: no check
