@@ -24,6 +24,7 @@ from fcos_core.utils.c2_model_loading import (
     looks_like_torchvision_classifier,
     rename_deformable_conv_weights,
 )
+from fcos_core.utils.formats.convert import convert_for_loading
 from fcos_core.utils.model_serialization import (
     check_backbone_init, load_state_dict, match_state_dict, strip_prefix_if_present,
 )
@@ -69,7 +70,8 @@ def safe_torch_load(path):
     except pickle.UnpicklingError as exc:
         raise pickle.UnpicklingError(
             f"refusing to load {path}: it holds objects other than tensors and plain containers, "
-            f"and loading it could run code from the file ({exc})"
+            f"and loading it could run code from the file ({exc}); for a file from a source you trust, "
+            f"tools/convert_checkpoint.py --trust-file converts it"
         ) from exc
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as exc:  # truncated, empty, not a torch file
         raise RuntimeError(f"cannot read the checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated, "
@@ -244,7 +246,9 @@ def _load_hint(model_state, state):
 class DetectronCheckpointer(Checkpointer):
     """Checkpointer that also reads ``catalog://`` names, URLs, model-zoo names
     (``fcos_imprv_R_50_FPN_1x``, see :mod:`fcos_core.utils.model_zoo`), Detectron ``.pkl`` files and
-    torchvision ImageNet classifiers (the latter two initialise the backbone body by suffix).
+    torchvision ImageNet classifiers (the latter two initialise the backbone body by suffix), and
+    torchvision's and mmdetection's FCOS detectors: converted on load (:mod:`fcos_core.utils.formats`)
+    and refused, naming the config file to use, when ``cfg`` lacks the settings they need.
 
     ``paths_catalog`` is the module with a ``ModelCatalog`` (default
     :mod:`fcos_core.config.paths_catalog`); passing the config is not needed.
@@ -274,6 +278,9 @@ class DetectronCheckpointer(Checkpointer):
         loaded = safe_torch_load(f)
         if not isinstance(loaded, dict):
             raise ValueError(f"{f}: expected a dict, found {type(loaded).__name__}")
+        converted = convert_for_loading(loaded, f, self.cfg, self.logger)  # torchvision's or mmdetection's FCOS
+        if converted is not None:
+            return converted
         if "model" not in loaded:
             loaded = {"model": loaded}
         state = strip_prefix_if_present(loaded["model"], "module.")
