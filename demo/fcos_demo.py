@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Detect objects in images with a trained FCOS and show or save the annotated images.
 
-    python demo/fcos_demo.py --config-file F [--weights W] [--images-dir DIR | IMAGE ...]
+    python demo/fcos_demo.py [--config-file F] [--weights W] [--images-dir DIR | IMAGE ...]
         [--output DIR] [--min-image-size N] [--thresholds T[,T...] | --thresholds-file JSON]
         [--categories-from JSON] [KEY VALUE ...]
 
@@ -9,6 +9,10 @@ Without IMAGE arguments every image of ``--images-dir`` (default: demo/images) i
 per image is printed. Results are shown in one window per image where a display exists, and
 written under ``--output`` with the input file names; on a machine without a display ``--output``
 is required. Trailing ``KEY VALUE`` pairs override the config (e.g. ``MODEL.DEVICE cpu``).
+
+Model: ``--weights`` (path, URL or model-zoo name) and ``--config-file``; with neither,
+torchvision's COCO FCOS ``fcos_resnet50_fpn_coco`` and its config (downloaded once, hash-checked;
+offline, the error names the address and the path to put the file at). MODEL_ZOO.md lists the names.
 
 Thresholds: the original demo's per-class COCO thresholds for a COCO model, else 0.5;
 ``--thresholds-file`` reads the ``thresholds.json`` that evaluation writes, and
@@ -26,13 +30,12 @@ from fcos_core.data.datasets.image_io import READ_ERRORS, read_image_bgr
 from fcos_core.engine.demo_cli import add_demo_arguments, demo_from_args, display_problem, show
 
 DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(os.path.dirname(DEMO_DIR), "configs", "fcos", "fcos_R_50_FPN_1x.yaml")
 
 
 def build_parser():
     """The command-line parser (positional IMAGE files, then optional KEY VALUE overrides)."""
     parser = argparse.ArgumentParser(description="FCOS demo on images")
-    add_demo_arguments(parser, default_min_image_size=800, default_config_file=DEFAULT_CONFIG)
+    add_demo_arguments(parser, default_min_image_size=800)
     parser.add_argument("--images-dir", default=None, metavar="DIR",
                         help="folder of images (default: demo/images; ignored when IMAGE files are given)")
     parser.add_argument("inputs", nargs="*", metavar="IMAGE ... KEY VALUE",

@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Run a trained FCOS on a camera or a video file, shown live or written to a video file.
 
-    python demo/webcam.py --config-file F [--weights W] [--video-input 0 | --video-input VIDEO]
+    python demo/webcam.py [--config-file F] [--weights W] [--video-input 0 | --video-input VIDEO]
         [--output out.mp4] [--min-image-size N] [--thresholds T[,T...] | --thresholds-file JSON]
         [--categories-from JSON] [--max-frames N] [KEY VALUE ...]
 
 Frames are annotated one by one; the time per frame is printed. Where a display exists they are
 shown in a window; ``--output`` writes them to a video file (``.mp4``: mp4v, ``.avi``: MJPG) at
 the input's frame rate, and is required on a machine without a display. The run stops at the end
-of the video, after ``--max-frames`` frames, on Esc in the window, or on Ctrl-C.
+of the video, after ``--max-frames`` frames, on Esc in the window, or on Ctrl-C. The model defaults
+as in demo/fcos_demo.py: torchvision's COCO FCOS ``fcos_resnet50_fpn_coco`` with its config.
 """
 import argparse
 import os
@@ -19,9 +20,6 @@ import cv2
 
 from fcos_core.engine.demo_cli import add_demo_arguments, demo_from_args, display_problem, show
 
-DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(os.path.dirname(DEMO_DIR), "configs", "fcos", "fcos_R_50_FPN_1x.yaml")
-
 ESC = 27
 # fourcc per output extension; anything else gets mp4v
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "XVID"}
@@ -31,7 +29,7 @@ DEFAULT_FPS = 30.0
 def build_parser():
     """The command-line parser (trailing KEY VALUE config overrides)."""
     parser = argparse.ArgumentParser(description="FCOS demo on a camera or a video file")
-    add_demo_arguments(parser, default_min_image_size=224, default_config_file=DEFAULT_CONFIG)
+    add_demo_arguments(parser, default_min_image_size=224)
     parser.add_argument("--video-input", default="0", metavar="INDEX|FILE",
                         help="camera index (default 0) or a video file")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")

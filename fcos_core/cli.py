@@ -3,10 +3,13 @@
     fcos IMAGE_OR_FOLDER... [--config-file F] [--weights W] [--output DIR] [--json]
          [--thresholds T[,T...] | --thresholds-file JSON] [--categories-from JSON] [--min-image-size N] [KEY VALUE ...]
 
-Defaults to the original's recommended model, FCOS_imprv_R_50_FPN_1x
-(configs/fcos/fcos_imprv_R_50_FPN_1x.yaml, weights downloaded once into the torch hub cache; see
-:mod:`fcos_core.utils.model_zoo`). ``--weights`` takes a path, a URL or a model-zoo name; with a
-model-zoo name and no ``--config-file`` the matching config is used. Each input image gets an
+Defaults to torchvision's COCO FCOS, model-zoo name ``fcos_resnet50_fpn_coco``
+(configs/torchvision/fcos_resnet50_fpn_coco.yaml; the file, downloaded once into the torch hub cache,
+is checked against the SHA-256 prefix in its name; see :mod:`fcos_core.utils.model_zoo` and
+MODEL_ZOO.md). ``--weights`` takes a path, a URL or a model-zoo name; with a model-zoo name and no
+``--config-file`` the name's config is used; with ``--config-file`` and no ``--weights``, the
+config's MODEL.WEIGHT (:func:`model_and_config`). Offline, the command stops with one error naming
+the download address and the path to put the file at. Each input image gets an
 annotated copy ``DIR/<name>`` and, with ``--json``, ``DIR/<stem>.json``:
 ``{"image", "width", "height", "detections": [{"label", "category", "score", "box"}]}`` with
 ``box`` = ``[x1, y1, x2, y2]`` in pixels of the input image, highest score first. Only the
@@ -29,7 +32,8 @@ from fcos_core.data.datasets.image_io import READ_ERRORS, read_image_bgr
 from fcos_core.engine.predictor import build_coco_demo
 from fcos_core.utils.model_zoo import get_config_file, model_zoo_config, model_zoo_name
 
-DEFAULT_MODEL = "fcos_imprv_R_50_FPN_1x"
+# torchvision's COCO FCOS (MODEL_ZOO.md): the released model that can still be downloaded, with its hash
+DEFAULT_MODEL = "fcos_resnet50_fpn_coco"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
@@ -57,8 +61,9 @@ def build_parser():
     parser.add_argument("--config-file", default=None, metavar="FILE",
                         help="config (a path, or a path under configs/: fcos/fcos_R_50_FPN_1x.yaml); "
                              "default: the config of --weights when that is a model-zoo name")
-    parser.add_argument("--weights", default=DEFAULT_MODEL, metavar="W",
-                        help="path, URL or model-zoo name (default %(default)s)")
+    parser.add_argument("--weights", default=None, metavar="W",
+                        help="path, URL or model-zoo name (default: MODEL.WEIGHT of --config-file "
+                             "when that is given, else {})".format(DEFAULT_MODEL))
     parser.add_argument("--output", default="fcos_output", metavar="DIR",
                         help="folder for the annotated images and json files (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="also write the detections as DIR/<stem>.json")
@@ -73,6 +78,29 @@ def build_parser():
     parser.add_argument("--min-image-size", type=int, default=0,
                         help="short side fed to the model, pixels (default: INPUT.MIN_SIZE_TEST)")
     return parser
+
+
+def model_and_config(weights, config_file):
+    """The weights and config file to run, from ``--weights`` / ``--config-file`` (None: not given).
+
+    Neither: :data:`DEFAULT_MODEL` and its config. A model-zoo name alone, or a local copy of a zoo
+    file under its published name (``fcos_resnet50_fpn_coco-99b0c9b7.pth``): its config. A config
+    alone: weights None (the config's MODEL.WEIGHT is used). Returns ``(weights, config path)``, the
+    path found as :func:`~fcos_core.utils.model_zoo.get_config_file` finds it.
+
+    Raises:
+        ValueError: ``weights`` is not a model-zoo name and there is no config file.
+        FileNotFoundError: the config file does not exist.
+    """
+    if weights is None and config_file is None:
+        weights = DEFAULT_MODEL
+    if config_file is None:
+        name = model_zoo_name(os.path.basename(weights) if os.path.isfile(weights) else weights)
+        if name is None:
+            raise ValueError("--config-file is needed when --weights is not a model-zoo name "
+                             "(MODEL_ZOO.md lists the names)")
+        config_file = model_zoo_config(name)
+    return weights, get_config_file(config_file)
 
 
 def split_inputs(tokens):
@@ -155,17 +183,12 @@ def main(argv=None):
     args = parser.parse_intermixed_args(argv)
     inputs, opts = split_inputs(args.inputs)
     paths = expand_images(parser, inputs)
-    config_file = args.config_file
-    if config_file is None:
-        if model_zoo_name(args.weights) is None:
-            parser.error("--config-file is needed when --weights is not a model-zoo name")
-        config_file = model_zoo_config(args.weights)
     try:
-        config_file = get_config_file(config_file)
-    except FileNotFoundError as exc:
+        weights, config_file = model_and_config(args.weights, args.config_file)
+    except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     try:
-        demo = build_coco_demo(config_file, opts, weights=args.weights, thresholds=args.thresholds,
+        demo = build_coco_demo(config_file, opts, weights=weights, thresholds=args.thresholds,
                                thresholds_file=args.thresholds_file, categories_from=args.categories_from, min_image_size=args.min_image_size or None)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # missing / corrupted weights, names that do not fit
         parser.exit(1, "{}: error: {}\n".format(parser.prog, exc))

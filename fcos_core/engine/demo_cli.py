@@ -1,13 +1,17 @@
 """Command-line helpers that the demo scripts (``demo/fcos_demo.py``, ``demo/webcam.py``) share:
 the model / category / threshold arguments, the :class:`COCODemo` they describe, and the window
-checks (whether ``cv2.imshow`` can work here, and a clear error when it cannot)."""
+checks (whether ``cv2.imshow`` can work here, and a clear error when it cannot).
+
+The model defaults as the ``fcos`` command's does (:func:`fcos_core.cli.model_and_config`):
+torchvision's COCO FCOS (``fcos_resnet50_fpn_coco``) with its config when neither ``--weights`` nor
+``--config-file`` is given."""
 import os
 import re
 import sys
 
 import cv2
 
-from fcos_core.cli import float_list
+from fcos_core.cli import DEFAULT_MODEL, float_list, model_and_config
 from fcos_core.engine.predictor import build_coco_demo
 
 
@@ -21,13 +25,14 @@ def display_problem():
     return None
 
 
-def add_demo_arguments(parser, default_min_image_size, default_config_file):
-    """The model, category and threshold options common to the demo scripts (``--config-file``
-    defaults to ``default_config_file``)."""
-    parser.add_argument("--config-file", default=default_config_file,
-                        metavar="FILE", help="path to the config file")
-    parser.add_argument("--weights", default=None, metavar="FILE",
-                        help="trained model (.pth); default: MODEL.WEIGHT of the config")
+def add_demo_arguments(parser, default_min_image_size):
+    """The model, category and threshold options common to the demo scripts."""
+    parser.add_argument("--config-file", default=None, metavar="FILE",
+                        help="config file (a path, or a path under configs/); default: the config of "
+                             "--weights when that is a model-zoo name")
+    parser.add_argument("--weights", default=None, metavar="W",
+                        help="path, URL or model-zoo name; default: MODEL.WEIGHT of --config-file when "
+                             "that is given, else {} (torchvision's COCO FCOS)".format(DEFAULT_MODEL))
     parser.add_argument("--min-image-size", type=int, default=default_min_image_size,
                         help="short side fed to the model, pixels (0: INPUT.MIN_SIZE_TEST); "
                              "the released models were trained with 800")
@@ -49,10 +54,18 @@ def demo_from_args(args, opts):
     """Config, categories and thresholds from parsed arguments -> :class:`COCODemo`.
 
     ``opts`` are the ``KEY VALUE`` config overrides; ``--weights`` wins over MODEL.WEIGHT.
+
+    Raises:
+        SystemExit: a config or weights that cannot be had (missing, offline, wrong hash), or class
+            names / thresholds that do not fit: one line naming the file, the address or the key.
     """
-    return build_coco_demo(args.config_file, opts, weights=args.weights, thresholds=args.thresholds,
-                           thresholds_file=args.thresholds_file, categories_from=args.categories_from,
-                           min_image_size=args.min_image_size)
+    try:
+        weights, config_file = model_and_config(args.weights, args.config_file)
+        return build_coco_demo(config_file, opts, weights=weights, thresholds=args.thresholds,
+                               thresholds_file=args.thresholds_file, categories_from=args.categories_from,
+                               min_image_size=args.min_image_size)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise SystemExit("error: {}".format(exc)) from None
 
 
 def show(window, image):

@@ -3,6 +3,8 @@
 A tiny random FCOS (quickstart config, 64 FPN channels, one tower conv) whose classification and
 centerness biases are set high, so that there is always something to draw and list.
 """
+import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -18,7 +20,7 @@ from fcos_core import cli
 from fcos_core.config import load_config
 from fcos_core.engine.predictor import COCODemo, load_categories
 from fcos_core.modeling.detector import build_detection_model
-from fcos_core.utils.model_zoo import get_config_file
+from fcos_core.utils import model_zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "quickstart" / "fcos_shapes.yaml")
@@ -118,12 +120,39 @@ def test_fcos_names_the_classes_from_the_checkpoint(tiny, tmp_path, capsys):
     assert "two.json name 2 classes but the model has 6" in capsys.readouterr().err
 
 
-def test_defaults_are_the_recommended_model_and_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    image = tmp_path / "a.png"
-    cv2.imwrite(str(image), _image(64, 64, seed=0))
+TORCHVISION_CONFIG = ROOT / "configs" / "torchvision" / "fcos_resnet50_fpn_coco.yaml"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache in tmp_path; returns its checkpoints folder."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+def test_default_is_torchvisions_coco_fcos_with_its_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the packaged configs are found from any folder
+    weights, config = cli.model_and_config(None, None)
+    assert weights == cli.DEFAULT_MODEL == "fcos_resnet50_fpn_coco"
+    assert model_zoo.model_zoo_entry(weights).source == "torchvision"
+    assert Path(config).resolve() == TORCHVISION_CONFIG
+    # a config alone keeps its MODEL.WEIGHT; another zoo name brings its own config
+    assert cli.model_and_config(None, CONFIG) == (None, CONFIG)
+    name, config = cli.model_and_config("FCOS_imprv_R_50_FPN_1x", None)
+    assert Path(config).resolve() == ROOT / "configs" / "fcos" / "fcos_imprv_R_50_FPN_1x.yaml"
+    # a local copy under the zoo file's name finds its config too; a file of one's own needs one
+    local = tmp_path / "fcos_resnet50_fpn_coco-99b0c9b7.pth"
+    local.write_bytes(b"x")
+    assert Path(cli.model_and_config(str(local), None)[1]).resolve() == TORCHVISION_CONFIG
+    with pytest.raises(ValueError, match="--config-file is needed"):
+        cli.model_and_config(str(tmp_path / "model_final.pth"), None)
+
+
+def test_offline_the_default_model_is_one_clear_error(tmp_path, hub, monkeypatch, capsys):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _image(64, 64, seed=0))
+    monkeypatch.chdir(tmp_path)
 
     def offline(url, dst, progress=True):
         raise OSError("Network is unreachable")
@@ -133,10 +162,90 @@ def test_defaults_are_the_recommended_model_and_offline_is_one_clear_error(tmp_p
         cli.main([str(image), "--output", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"])
     assert info.value.code == 1
     err = capsys.readouterr().err
-    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "FCOS_imprv_R_50_FPN_1x.pth"
-    assert "ZSAqNJB96hA71Yf" in err and str(cached) in err and "Traceback" not in err
-    assert Path(get_config_file("fcos/fcos_imprv_R_50_FPN_1x.yaml")).resolve() == \
-        ROOT / "configs" / "fcos" / "fcos_imprv_R_50_FPN_1x.yaml"
+    url = "https://download.pytorch.org/models/fcos_resnet50_fpn_coco-99b0c9b7.pth"
+    assert url in err and str(hub / "fcos_resnet50_fpn_coco-99b0c9b7.pth") in err and "Traceback" not in err
+
+
+def test_demo_scripts_default_to_the_same_model(tmp_path, hub, monkeypatch):
+    """demo/fcos_demo.py and demo/webcam.py share these arguments: no --weights / --config-file means
+    torchvision's COCO FCOS, and offline that is one line naming the address and the cache path."""
+    import argparse
+
+    from fcos_core.engine.demo_cli import add_demo_arguments, demo_from_args
+
+    parser = argparse.ArgumentParser()
+    add_demo_arguments(parser, default_min_image_size=800)
+    args = parser.parse_args([])
+    assert (args.weights, args.config_file) == (None, None)
+
+    def offline(url, dst, progress=True):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(SystemExit) as info:
+        demo_from_args(args, ["MODEL.DEVICE", "cpu"])
+    message = str(info.value.code)
+    assert message.startswith("error: ") and "fcos_resnet50_fpn_coco-99b0c9b7.pth" in message
+    assert str(hub / "fcos_resnet50_fpn_coco-99b0c9b7.pth") in message
+
+
+def _serve_default_model(tmp_path, monkeypatch, data, prefix=None):
+    """Point the default zoo entry at a file:// URL of ``data``, named ``fcos_resnet50_fpn_coco-<prefix>.pth``
+    with ``prefix`` its own SHA-256 prefix unless given; returns the served file."""
+    prefix = prefix or hashlib.sha256(data).hexdigest()[:8]
+    served = tmp_path / "www" / f"fcos_resnet50_fpn_coco-{prefix}.pth"
+    served.parent.mkdir(exist_ok=True)
+    served.write_bytes(data)
+    entries = dict(model_zoo.zoo())
+    entries[cli.DEFAULT_MODEL] = dataclasses.replace(entries[cli.DEFAULT_MODEL], url=served.as_uri(), sha256=prefix)
+    monkeypatch.setattr(model_zoo, "zoo", lambda: entries)
+    return served
+
+
+def test_default_model_is_downloaded_hash_checked_converted_and_run(tmp_path, hub, monkeypatch):
+    """torchvision's own state dict (random weights; person's logit raised), served under a name with its
+    own hash prefix, goes through the download, the hash check and the conversion, and its "person"
+    class comes out under that name."""
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    with torch.no_grad():
+        tv.head.classification_head.cls_logits.bias[1] = 3.0  # COCO category 1, "person"
+    raw = tmp_path / "raw.pth"
+    torch.save(tv.state_dict(), raw)
+    served = _serve_default_model(tmp_path, monkeypatch, raw.read_bytes())
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _image(96, 128, seed=1))
+    out = tmp_path / "out"
+    assert cli.main([str(image), "--output", str(out), "--json", "--thresholds", "0.3", "--min-image-size", "96",
+                     "MODEL.DEVICE", "cpu", "INPUT.MAX_SIZE_TEST", "160"]) == 0
+    assert (hub / served.name).read_bytes() == raw.read_bytes()
+    found = json.loads((out / "a.json").read_text())["detections"]
+    assert found and {d["category"] for d in found} == {"person"}
+    assert all(0 <= d["box"][0] <= d["box"][2] <= 128 and 0 <= d["box"][1] <= d["box"][3] <= 96 for d in found)
+
+
+def test_default_model_whose_hash_does_not_match_its_name_is_refused(tmp_path, hub, monkeypatch, capsys):
+    data = b"not the published file " * 100
+    published_zoo = model_zoo.zoo
+    _serve_default_model(tmp_path, monkeypatch, data, prefix="0badc0de")
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _image(64, 64, seed=0))
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(image), "--output", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "0badc0de" in err and hashlib.sha256(data).hexdigest() in err and "Traceback" not in err
+    assert not hub.exists() or not any(hub.iterdir())  # nothing kept, nothing loaded
+    # the same file given by path under the published name: refused, naming both, left in place
+    local = tmp_path / "fcos_resnet50_fpn_coco-99b0c9b7.pth"
+    local.write_bytes(data)
+    monkeypatch.setattr(model_zoo, "zoo", published_zoo)
+    with pytest.raises(SystemExit):
+        cli.main([str(image), "--weights", str(local), "--output", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"])
+    err = capsys.readouterr().err
+    assert "99b0c9b7" in err and hashlib.sha256(data).hexdigest() in err and str(local) in err and local.exists()
 
 
 def test_missing_input_is_a_usage_error(tmp_path, capsys):
