@@ -7,7 +7,6 @@ loads it strictly. The key mapping itself is :mod:`fcos_core.utils.formats`.
 """
 import os
 import pickle
-import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -48,13 +47,9 @@ def load_checkpoint_file(path, trust=False):
         try:
             return safe_torch_load(path)
         except pickle.UnpicklingError as exc:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
             raise UntrustedCheckpointError(
-                "refusing to load {} with torch.load(weights_only=True): it holds objects other than tensors and "
-                "plain containers{}, and building them could run code from the file. mmdetection (mmengine) "
-                "checkpoints keep such objects in 'meta' and 'message_hub'. If the file comes from a source you "
-                "trust, --trust-file loads it with weights_only=False.".format(
-                    path, " (" + found.group(1) + ")" if found else "")) from exc
+                "{}.\nmmdetection (mmengine) checkpoints keep such objects in 'meta' and 'message_hub'. --trust-file "
+                "loads the file with torch.load(weights_only=False), which runs code from it.".format(exc)) from exc
     try:
         return torch.load(path, map_location=torch.device("cpu"), weights_only=False)
     except (ModuleNotFoundError, AttributeError) as exc:

@@ -14,6 +14,7 @@ another class count is left at the model's initialisation. Checkpoints carry the
 import logging
 import os
 import pickle
+import re
 import tempfile
 
 import torch
@@ -68,10 +69,11 @@ def safe_torch_load(path):
     try:
         return torch.load(path, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))  # torch's message names the object
         raise pickle.UnpicklingError(
-            f"refusing to load {path}: it holds objects other than tensors and plain containers, "
-            f"and loading it could run code from the file ({exc}); for a file from a source you trust, "
-            f"tools/convert_checkpoint.py --trust-file converts it"
+            f"refusing to load {path}: it holds objects other than tensors and plain containers "
+            f"({found.group(1) if found else exc}), and loading it could run code from the file; for a file from "
+            f"a source you trust, tools/convert_checkpoint.py --trust-file converts it"
         ) from exc
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as exc:  # truncated, empty, not a torch file
         raise RuntimeError(f"cannot read the checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated, "

@@ -2,6 +2,7 @@
 unknown library's file refused, and other libraries' detectors converted when given as MODEL.WEIGHT
 (refused, naming the config to use, when the config does not fit)."""
 import math
+import pickle
 from collections import OrderedDict
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def tv_state():
 
 @pytest.fixture(scope="module")
 def tv_file(tv_state, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tv") / "fcos_resnet50_fpn_coco-99b0c3e2.pth"
+    path = tmp_path_factory.mktemp("tv") / "tv_fcos_resnet50_fpn.pth"
     torch.save(tv_state, path)
     return path
 
@@ -172,3 +173,78 @@ def test_torchvision_fcos_as_model_weight_loads_and_fine_tunes(tv_file, tv_state
     assert torch.allclose(model.rpn.head.cls_logits.bias, torch.full((4,), -math.log(0.99 / 0.01)))
     assert "rpn.head.cls_logits.weight (model (4, 256, 3, 3), file" in caplog.text
 
+
+
+def _mmdet_r50_fcos_state():
+    """A whole mmdetection FCOS R-50 (caffe, GN head, no tricks): its key names and shapes
+    (mmdet/models/backbones/resnet.py, necks/fpn.py, dense_heads/fcos_head.py), values 0.01."""
+    def bn(p, n):
+        return [(f"{p}.{leaf}", torch.full((n,), 0.01)) for leaf in ("weight", "bias", "running_mean", "running_var")]
+
+    sd = [("backbone.conv1.weight", torch.full((64, 3, 7, 7), 0.01))] + bn("backbone.bn1", 64)
+    c_in = 64
+    for stage, blocks in enumerate((3, 4, 6, 3)):
+        width, c_out = 64 * 2 ** stage, 256 * 2 ** stage
+        for b in range(blocks):
+            p = f"backbone.layer{stage + 1}.{b}"
+            for i, shape in enumerate([(width, c_in, 1, 1), (width, width, 3, 3), (c_out, width, 1, 1)], 1):
+                sd += [(f"{p}.conv{i}.weight", torch.full(shape, 0.01))] + bn(f"{p}.bn{i}", shape[0])
+            if b == 0:
+                sd += [(f"{p}.downsample.0.weight", torch.full((c_out, c_in, 1, 1), 0.01))]
+                sd += bn(f"{p}.downsample.1", c_out)
+            c_in = c_out
+    convs = [(f"neck.lateral_convs.{i}.conv", (256, c, 1, 1)) for i, c in enumerate((512, 1024, 2048))]
+    convs += [(f"neck.fpn_convs.{i}.conv", (256, 256, 3, 3)) for i in range(5)]
+    convs += [(f"bbox_head.{name}", (out, 256, 3, 3)) for name, out in
+              (("conv_cls", 80), ("conv_reg", 4), ("conv_centerness", 1))]
+    sd += [(f"{p}.{leaf}", torch.full(shape if leaf == "weight" else shape[:1], 0.01))
+           for p, shape in convs for leaf in ("weight", "bias")]
+    for tower in ("cls_convs", "reg_convs"):
+        for i in range(4):
+            p = f"bbox_head.{tower}.{i}"
+            sd += [(f"{p}.conv.weight", torch.full((256, 256, 3, 3), 0.01))]
+            sd += [(f"{p}.gn.weight", torch.ones(256)), (f"{p}.gn.bias", torch.zeros(256))]
+    sd += [(f"bbox_head.scales.{i}.scale", torch.tensor(1.0)) for i in range(5)]
+    return OrderedDict(sd)
+
+
+MMDET_CONFIG = str(ROOT / "configs" / "mmdetection" / "fcos_r50_caffe_fpn_gn-head_1x_coco.yaml")
+
+
+def test_an_mmdetection_file_as_model_weight_loads_with_its_class_names(tmp_path):
+    """mmdetection 2.x layout: {"meta": {"CLASSES": ...}, "state_dict": ...}, loaded strictly into the
+    mmdetection config's model; an original config is refused naming that config."""
+    names = tuple(f"class{i}" for i in range(80))
+    path = tmp_path / "mmdet_fcos_r50.pth"
+    torch.save({"meta": {"CLASSES": names, "epoch": 12}, "state_dict": _mmdet_r50_fcos_state()}, path)
+    cfg = _cfg(MMDET_CONFIG)
+    model = build_detection_model(cfg)
+    extra = DetectronCheckpointer(cfg, model).load(str(path), use_latest=False, weights_only=True)
+    assert extra["categories"] == ["__background"] + list(names)
+    assert torch.equal(model.state_dict()["rpn.head.scales.3.scale"], torch.ones(1))
+    assert torch.equal(model.state_dict()["backbone.fpn.top_blocks.p7.bias"], torch.full((256,), 0.01))
+    with pytest.raises(ConfigMismatchError) as info:
+        DetectronCheckpointer(_cfg(IMPRV_CONFIG), nn.Linear(1, 1)).load(str(path), use_latest=False)
+    msg = str(info.value)
+    assert f"{path} holds mmdetection's FCOS" in msg and "MODEL.RESNETS.FROZEN_BN_EPS: the config has 0.0" in msg
+    assert "use configs/mmdetection/fcos_r50_caffe_fpn_gn-head_1x_coco.yaml" in msg
+
+
+def test_an_mmengine_file_needs_trust_and_gives_its_dataset_classes(tmp_path):
+    """mmdetection 3.x (mmengine) files keep numpy objects in "message_hub": refused by
+    weights_only, converted with trust; the names come from meta["dataset_meta"]["classes"]."""
+    from fcos_core.engine.conversion import UntrustedCheckpointError, convert_file
+
+    path = tmp_path / "mmdet3.pth"
+    torch.save({"meta": {"dataset_meta": {"classes": ("cat", "dog")}}, "state_dict": _mmdet_r50_fcos_state(),
+                "message_hub": {"log_scalars": {"loss": np.zeros(3)}}}, path)
+    with pytest.raises(UntrustedCheckpointError, match=r"(?s)mmdet3.pth: .*\(numpy.*'message_hub'.*--trust-file"):
+        convert_file(path, tmp_path / "out.pth")
+    # the checkpointer refuses it too, pointing at the tool
+    refused = r"(?s)refusing to load .*mmdet3.pth.*convert_checkpoint.py --trust-file"
+    with pytest.raises(pickle.UnpicklingError, match=refused):
+        DetectronCheckpointer(None, nn.Linear(1, 1)).load(str(path), use_latest=False)
+    result = convert_file(path, tmp_path / "out.pth", trust_file=True)
+    assert result.fmt == "mmdet_fcos" and result.categories == ["__background", "cat", "dog"]
+    saved = torch.load(tmp_path / "out.pth", weights_only=True)
+    assert saved["categories"] == result.categories and "rpn.head.cls_logits.weight" in saved["model"]
