@@ -50,8 +50,10 @@ def mmdet_fcos_state(depth=50, groups=1, base_width=64, dcn=False, conv_bias=Fal
             sd += [(p + ".conv1.weight", make(width, in_ch, 1, 1))] + _bn(p + ".bn1", width, make)
             sd += [(p + ".conv2.weight", make(width, width // groups, 3, 3))]
             if dcn and s > 0:  # stage_with_dcn=(False, True, True, True), DCNv2 deform_groups=1
-                sd += [(p + ".conv2.conv_offset.weight", make(27, width, 3, 3)), (p + ".conv2.conv_offset.bias", make(27))]
-            sd += _bn(p + ".bn2", width, make) + [(p + ".conv3.weight", make(out, width, 1, 1))] + _bn(p + ".bn3", out, make)
+                sd += [(p + ".conv2.conv_offset.weight", make(27, width, 3, 3)),
+                       (p + ".conv2.conv_offset.bias", make(27))]
+            sd += _bn(p + ".bn2", width, make)
+            sd += [(p + ".conv3.weight", make(out, width, 1, 1))] + _bn(p + ".bn3", out, make)
             if b == 0:
                 sd += [(p + ".downsample.0.weight", make(out, in_ch, 1, 1))] + _bn(p + ".downsample.1", out, make)
             in_ch = out
@@ -70,7 +72,8 @@ def mmdet_fcos_state(depth=50, groups=1, base_width=64, dcn=False, conv_bias=Fal
                 sd += [(p + ".conv.conv_offset.weight", make(27, 256, 3, 3)), (p + ".conv.conv_offset.bias", make(27))]
             sd += [(p + ".gn.weight", make(256) + 1), (p + ".gn.bias", make(256))]
     for name, out in (("conv_cls", 80), ("conv_reg", 4), ("conv_centerness", 1)):
-        sd += [("bbox_head.{}.weight".format(name), make(out, 256, 3, 3)), ("bbox_head.{}.bias".format(name), make(out))]
+        sd += [("bbox_head.{}.weight".format(name), make(out, 256, 3, 3)),
+               ("bbox_head.{}.bias".format(name), make(out))]
     sd += [("bbox_head.scales.{}.scale".format(i), torch.tensor(1.0 + 0.1 * i)) for i in range(5)]
     return OrderedDict(sd)
 
@@ -118,7 +121,8 @@ def test_basic_r50_maps_every_key_fills_the_tower_biases_and_loads_strictly(r50)
     out, report = mmdet_fcos_to_detector(state)
     _check_complete(state, out, report, r50)
     filled = sorted(dst for dst, _ in report.filled)
-    assert filled == sorted("rpn.head.{}.{}.bias".format(t, 3 * i) for t in ("cls_tower", "bbox_tower") for i in range(4))
+    towers = ("cls_tower", "bbox_tower")
+    assert filled == sorted("rpn.head.{}.{}.bias".format(t, 3 * i) for t in towers for i in range(4))
     sd = r50.state_dict()
     assert all(float(sd[k].abs().sum()) == 0 for k in filled)
     assert torch.equal(sd["backbone.fpn.fpn_inner2.weight"], state["neck.lateral_convs.0.conv.weight"])
@@ -155,7 +159,8 @@ def _mmdet_head(state, feats, strides, tricks):
         return x
 
     def conv(name, x):
-        return F.conv2d(x, state["bbox_head.{}.weight".format(name)], state["bbox_head.{}.bias".format(name)], padding=1)
+        weight, bias = state["bbox_head.{}.weight".format(name)], state["bbox_head.{}.bias".format(name)]
+        return F.conv2d(x, weight, bias, padding=1)
 
     outs = ([], [], [])
     for level, (x, stride) in enumerate(zip(feats, strides)):
@@ -209,7 +214,8 @@ def test_dcn_r50_maps_the_offsets_and_loads_strictly(r50_dcn):
     _check_complete(state, out, report, r50_dcn)
     sd = r50_dcn.state_dict()
     assert torch.equal(sd["backbone.body.layer3.4.conv2.conv.weight"], state["backbone.layer3.4.conv2.weight"])
-    assert torch.equal(sd["backbone.body.layer2.0.conv2.offset.bias"], state["backbone.layer2.0.conv2.conv_offset.bias"])
+    assert torch.equal(sd["backbone.body.layer2.0.conv2.offset.bias"],
+                       state["backbone.layer2.0.conv2.conv_offset.bias"])
     assert torch.equal(sd["rpn.head.cls_tower.9.offset.weight"], state["bbox_head.cls_convs.3.conv.conv_offset.weight"])
     assert torch.equal(sd["rpn.head.bbox_tower.9.conv.bias"], state["bbox_head.reg_convs.3.conv.bias"])
     assert "backbone.body.layer1.0.conv2.weight" in out  # res2 has no DCN
@@ -277,6 +283,8 @@ def test_the_checkpoint_dict_and_its_meta_are_read():
     assert req["INPUT.PIXEL_MEAN"] == [100.0, 110.0, 120.0]
     assert report.suggested_config == ""  # no released model has these settings
     assert any("NMS IoU 0.55" in note for note in report.notes)
+    _, report3 = mmdet_fcos_to_detector(state, meta={"cfg": text})  # mmengine's key (mmdetection 3.x)
+    assert report3.required_config == req
 
 
 @pytest.mark.parametrize("model", list(MMDET_MODELS.values()), ids=lambda m: m.name)

@@ -24,8 +24,9 @@ BatchNorm's ``num_batches_tracked`` is dropped; tower conv biases that mmdetecti
 zeros (the conv is followed by GroupNorm, so zero is the same as none). Which config the weights need is
 partly in the tensors (depth, groups, DCN, P6 input) and partly not (stride placement, the imprv
 "tricks", the input normalisation): those come from the model zoo entry named by ``meta["zoo_name"]``,
-else from the config text mmdetection keeps in ``meta["config"]``, else from mmdetection's released
-models (a conv bias in the towers means the tricks config; groups > 1 means a pytorch-style ResNeXt).
+else from the config text mmdetection keeps in ``meta["config"]`` (``meta["cfg"]`` in 3.x), else from
+mmdetection's released models (a conv bias in the towers means the tricks config; groups > 1 means a
+pytorch-style ResNeXt).
 """
 import difflib
 import re
@@ -62,7 +63,7 @@ def mmdet_fcos_to_detector(state_dict, meta=None):
         state_dict: mmdetection's ``state_dict`` (name -> tensor), or the whole checkpoint dict
             (``{"meta": ..., "state_dict": ...}``; its "meta" is used when ``meta`` is None).
         meta: the checkpoint's "meta" dict or None; read: "zoo_name" (a name of :data:`MMDET_MODELS`,
-            set by whoever downloaded the file) and "config" (mmdetection's config text).
+            set by whoever downloaded the file) and "config" or "cfg" (mmdetection's config text).
 
     Returns:
         (OrderedDict of our key -> tensor (the same tensors; scales reshaped to [1]; filled biases new
@@ -246,7 +247,7 @@ def _settings(meta, arch):
     if entry is not None:
         return entry.settings, "settings: mmdetection's config {} (model zoo)".format(entry.name)
     guess = _settings_from_tensors(arch)
-    text = meta.get("config")
+    text = meta.get("config", meta.get("cfg"))  # mmdetection 2.x writes "config", mmengine (3.x) "cfg"
     if isinstance(text, str) and text.strip():
         return _settings_from_text(text, guess), "settings: read from the mmdetection config text in the meta"
     return guess, ("settings guessed from the tensors (no zoo name, no config text): {} style, tricks {}, "
@@ -279,7 +280,8 @@ def _settings_from_text(text, default):
     to_rgb = flag("bgr_to_rgb", flag("to_rgb", to_rgb))
     nms = find(r"\biou_thr(?:eshold)?\s*=\s*([0-9.]+)")
     return MmdetSettings(find(r"\bstyle\s*=\s*['\"](caffe|pytorch)['\"]") or default.style,
-                         flag("norm_on_bbox", default.norm_on_bbox), flag("centerness_on_reg", default.centerness_on_reg),
+                         flag("norm_on_bbox", default.norm_on_bbox),
+                         flag("centerness_on_reg", default.centerness_on_reg),
                          (floats("mean", mean), floats("std", std), to_rgb),
                          default.nms_iou if nms is None else float(nms))
 
