@@ -166,7 +166,12 @@ class DatasetCatalog:
 
 
 class ModelCatalog:
-    """Download addresses of the ImageNet initialisations used by the original configs."""
+    """Download addresses of the Detectron (Caffe2) ImageNet initialisations used by the original
+    configs (``catalog://ImageNetPretrained/<name>``): ``.pkl`` files that need the original's settings
+    (BGR 0-255 minus PIXEL_MEAN; STRIDE_IN_1X1 True for the MSRA ResNets). torchvision's ImageNet
+    weights have names of their own, ``torchvision://resnet50`` and so on
+    (:mod:`fcos_core.utils.imagenet_zoo`); MODEL_ZOO.md lists which configs can use which.
+    """
 
     S3_C2_DETECTRON_URL = "https://dl.fbaipublicfiles.com/detectron"
     C2_IMAGENET_MODELS = {
