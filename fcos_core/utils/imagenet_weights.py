@@ -8,7 +8,10 @@ import re
 from collections import OrderedDict
 from typing import Dict
 
+import torch
 from torch import Tensor
+
+from fcos_core.utils.formats.torchvision import rename_torchvision_fcos_key
 
 
 def torchvision_resnet_to_body(state_dict: Dict[str, Tensor]) -> "OrderedDict[str, Tensor]":
@@ -62,37 +65,23 @@ def torchvision_mobilenet_v2_to_body(state_dict: Dict[str, Tensor]
     return out
 
 
-_TV_FCOS_RENAMES = [
-    ("backbone.body.conv1.", "backbone.body.stem.conv1."),
-    ("backbone.body.bn1.", "backbone.body.stem.bn1."),
-    *[(f"backbone.fpn.inner_blocks.{i}.0.", f"backbone.fpn.fpn_inner{i + 2}.") for i in range(3)],
-    *[(f"backbone.fpn.layer_blocks.{i}.0.", f"backbone.fpn.fpn_layer{i + 2}.") for i in range(3)],
-    ("backbone.fpn.extra_blocks.", "backbone.fpn.top_blocks."),
-    ("head.classification_head.conv.", "rpn.head.cls_tower."),
-    ("head.classification_head.cls_logits.", "rpn.head.cls_logits."),
-    ("head.regression_head.conv.", "rpn.head.bbox_tower."),
-    ("head.regression_head.bbox_reg.", "rpn.head.bbox_pred."),
-    ("head.regression_head.bbox_ctrness.", "rpn.head.centerness."),
-]
-
-
 def torchvision_fcos_to_detector(state_dict, num_levels=5, add_scales=True):
-    """Map ``torchvision.models.detection.fcos_resnet50_fpn`` keys to our detector's keys.
+    """Rename ``torchvision.models.detection.fcos_resnet50_fpn`` keys to our detector's, every tensor kept.
 
+    For a torchvision FCOS built with as many logits as our classes (``num_classes`` = C, as the
+    benchmark and the forward-parity test build it): the classifier is taken as it is. torchvision's
+    published COCO weights (91 logits indexed by COCO id) go through
+    :func:`fcos_core.utils.formats.torchvision.torchvision_fcos_to_detector`, which also selects the
+    classifier rows and reports what the config needs; the key mapping is that module's.
     torchvision's head has no per-level Scale (it equals ours with every scale 1 and
     NORM_REG_TARGETS, CENTERNESS_ON_REG, STRIDE_IN_1X1 False): with ``add_scales`` the
     ``rpn.head.scales.<l>.scale`` entries are added as ones. ``num_batches_tracked`` is dropped.
     """
     out = OrderedDict()
     for key, value in state_dict.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        for old, new in _TV_FCOS_RENAMES:
-            key = key.replace(old, new)
-        out[key] = value
+        if not key.endswith("num_batches_tracked"):
+            out[rename_torchvision_fcos_key(key)] = value
     if add_scales:
-        import torch
-
         for level in range(num_levels):
             out[f"rpn.head.scales.{level}.scale"] = torch.ones(1)
     return out
