@@ -38,12 +38,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = None
-    if args.config_file:
-        cfg = load_config(args.config_file, ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"])
     try:
+        cfg = load_config(args.config_file, ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"]) if args.config_file else None
         result = convert_file(args.input, args.output, cfg=cfg, trust_file=args.trust_file)
-    except (ValueError, RuntimeError, FileNotFoundError, pickle.UnpicklingError) as exc:
+    except (ValueError, KeyError, RuntimeError, OSError, pickle.UnpicklingError) as exc:
         print("error: {}".format(exc), file=sys.stderr)
         return 1
     text = "\n".join(result_lines(result, args.input, args.output, args.config_file)) + "\n"

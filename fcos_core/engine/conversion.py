@@ -92,6 +92,7 @@ def convert_file(input_path, output_path, cfg=None, model=None, trust_file=False
     out = {"model": state}
     if result.categories:
         out["categories"] = result.categories
+    os.makedirs(os.path.dirname(os.path.abspath(str(output_path))), exist_ok=True)
     atomic_torch_save(out, str(output_path))
     return result
 
