@@ -248,3 +248,13 @@ def test_an_mmengine_file_needs_trust_and_gives_its_dataset_classes(tmp_path):
     assert result.fmt == "mmdet_fcos" and result.categories == ["__background", "cat", "dog"]
     saved = torch.load(tmp_path / "out.pth", weights_only=True)
     assert saved["categories"] == result.categories and "rpn.head.cls_logits.weight" in saved["model"]
+
+
+def test_an_mmdetection_release_is_known_by_its_file_name():
+    """The 1x and 2x releases hold the same tensors: the downloaded file's name says which it is."""
+    checkpoint = {"meta": {"CLASSES": ("a",) * 80}, "state_dict": _mmdet_r50_fcos_state()}
+    name = "fcos_r50_caffe_fpn_gn-head_mstrain_640-800_2x_coco"
+    _, report = convert_checkpoint(checkpoint, f"/cache/checkpoints/{name}-d92ceeea.pth")
+    assert report.suggested_config == f"mmdetection/{name}.yaml"
+    _, report = convert_checkpoint(checkpoint, "/data/my_fcos.pth")  # no zoo name: the tensors' guess
+    assert report.suggested_config == "mmdetection/fcos_r50_caffe_fpn_gn-head_1x_coco.yaml"

@@ -14,6 +14,7 @@ import torch
 
 from fcos_core.utils.formats.detect import FORMATS, OTHER_DETECTORS, UNKNOWN, detect_format, first_keys, state_dict_of
 from fcos_core.utils.formats.mmdet import mmdet_fcos_to_detector
+from fcos_core.utils.formats.mmdet_zoo import mmdet_zoo_entry
 from fcos_core.utils.formats.report import ConversionReport, config_mismatches
 from fcos_core.utils.formats.torchvision import torchvision_fcos_to_detector
 
@@ -49,13 +50,24 @@ def convert_checkpoint(checkpoint, source_name):
         return torchvision_fcos_to_detector(state_dict_of(checkpoint))
     if fmt == "mmdet_fcos":
         meta = checkpoint.get("meta") if "state_dict" in checkpoint else None
-        return mmdet_fcos_to_detector(state_dict_of(checkpoint), meta=meta)
+        return mmdet_fcos_to_detector(state_dict_of(checkpoint), meta=_with_zoo_name(meta, source_name))
     if fmt == UNKNOWN:
         raise CheckpointFormatError("{} is not a checkpoint of a format we know ({}). Known formats:\n{}".format(
             source_name, first_keys(checkpoint), "\n".join("  {}: {}".format(k, v) for k, v in FORMATS.items())))
     raise CheckpointFormatError(
         "{} is {}: ImageNet weights for a backbone, not a detector, so there is nothing to convert. Give the file "
         "as MODEL.WEIGHT as it is: the checkpointer maps it onto the backbone body.".format(source_name, FORMATS[fmt]))
+
+
+def _with_zoo_name(meta, source_name):
+    """``meta`` with "zoo_name" taken from the file name when it is one of mmdetection's released files
+    (``<config name>-<hash>.pth``, as downloaded), so that the converter takes that release's settings
+    (the 1x and 2x models have the same tensors). A "zoo_name" already in ``meta`` wins."""
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    entry = mmdet_zoo_entry(os.path.basename(str(source_name)))
+    if entry is not None and not meta.get("zoo_name"):
+        meta["zoo_name"] = entry.name
+    return meta
 
 
 def _identity(checkpoint):
