@@ -116,10 +116,20 @@ class ExportableFCOS(nn.Module):
 
     forward(image [1, 3, H, W]) -> (boxes [K, 4], scores [K], labels [K]) or, without
     post-processing, the tuple ``cls_logits_*, bbox_reg_*, centerness_*`` over levels.
+
+    The graph's post-processing is the original convention's; a model of MODEL.FCOS.CONVENTION
+    "torchvision" (locations from the padded size, its own thresholds and NMS) is refused with
+    ``postprocess`` (ValueError); its raw head outputs (``postprocess=False``) export as any other.
     """
 
     def __init__(self, model, postprocess=True):
         super().__init__()
+        convention = getattr(model.rpn, "convention", "original")
+        if postprocess and convention != "original":
+            raise ValueError(
+                "ONNX export with post-processing supports MODEL.FCOS.CONVENTION 'original' only, this model has "
+                "{!r} (e.g. configs/torchvision/*): export the raw head outputs (tools/export_onnx.py "
+                "--no-postprocess) and post-process as torchvision does".format(convention))
         self.backbone = model.backbone
         self.head = model.rpn.head
         self.size_divisibility = model.size_divisibility
