@@ -12,7 +12,9 @@ from collections import OrderedDict
 
 import torch
 
-from fcos_core.utils.formats.detect import FORMATS, OTHER_DETECTORS, UNKNOWN, detect_format, first_keys, state_dict_of
+from fcos_core.utils.formats.detect import (
+    FORMATS, OTHER_DETECTORS, UNKNOWN, detect_format, first_keys, state_dict_of, wrapper_key,
+)
 from fcos_core.utils.formats.mmdet import mmdet_fcos_to_detector
 from fcos_core.utils.formats.mmdet_zoo import mmdet_zoo_entry
 from fcos_core.utils.formats.report import ConversionReport, config_mismatches
@@ -71,20 +73,20 @@ def _with_zoo_name(meta, source_name):
 
 
 def _identity(checkpoint):
-    """The original format (ours): every tensor under its own key, "module." stripped."""
-    inner = checkpoint.get("model", checkpoint) if isinstance(checkpoint.get("model"), dict) else checkpoint
+    """The original format (ours): every tensor under its own key, a "module." prefix stripped."""
+    wrapper = wrapper_key(checkpoint)
+    inner, stripped = checkpoint[wrapper] if wrapper else checkpoint, state_dict_of(checkpoint)
     report = ConversionReport(source="original")
     state = OrderedDict()
-    for key, value in inner.items():
-        ours = key[len("module."):] if key.startswith("module.") else key
+    for (key, value), ours in zip(inner.items(), stripped):
         if not isinstance(value, torch.Tensor):
             report.dropped.append((key, "not a tensor ({})".format(type(value).__name__)))
             continue
         state[ours] = value
         report.mapped.append((key, ours))
-    if any(src != dst for src, dst in report.mapped):
+    if stripped is not inner:
         report.notes.append("'module.' prefix stripped (saved from DistributedDataParallel)")
-    left = [k for k in checkpoint if k not in ("model", "categories")] if inner is not checkpoint else []
+    left = [k for k in checkpoint if k not in (wrapper, "categories")] if wrapper else []
     if left:
         report.notes.append("not carried over: {} (a converted file starts training afresh)".format(", ".join(left)))
     return state, report

@@ -25,16 +25,22 @@ UNKNOWN = "unknown"
 OTHER_DETECTORS = ("torchvision_fcos", "mmdet_fcos")
 
 
-def state_dict_of(checkpoint):
-    """The state dict inside ``checkpoint`` (under "model" or "state_dict", else the dict itself),
-    with a "module." prefix (DistributedDataParallel) removed from its keys; None when there is no dict."""
-    if not isinstance(checkpoint, dict):
-        return None
-    state = checkpoint
+def wrapper_key(checkpoint):
+    """The key ("model" or "state_dict") under which the dict ``checkpoint`` holds its state dict,
+    or None when it is a state dict itself."""
     for wrapper in ("model", "state_dict"):
         if isinstance(checkpoint.get(wrapper), dict):
-            state = checkpoint[wrapper]
-            break
+            return wrapper
+    return None
+
+
+def state_dict_of(checkpoint):
+    """The state dict inside ``checkpoint`` (under :func:`wrapper_key`, else the dict itself), with a
+    "module." prefix (DistributedDataParallel) removed from its keys; None when there is no dict."""
+    if not isinstance(checkpoint, dict):
+        return None
+    wrapper = wrapper_key(checkpoint)
+    state = checkpoint[wrapper] if wrapper else checkpoint
     keys = list(state.keys())
     if keys and all(isinstance(k, str) and k.startswith("module.") for k in keys):
         state = OrderedDict((k[len("module."):], v) for k, v in state.items())
