@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from fcos_core.config import load_config, resolve_device
-from fcos_core.data.transforms import inference_transforms
+from fcos_core.data.transforms import inference_transforms, transform_image
 from fcos_core.engine.classes import (
     category_names, load_categories, print_warning, resolve_num_classes_for_inference,
 )
@@ -65,7 +65,7 @@ class DemoTransform(object):
 
     def __call__(self, image):
         rgb = Image.fromarray(cv2.cvtColor(to_bgr_uint8(image), cv2.COLOR_BGR2RGB))
-        return self.transforms(rgb)
+        return transform_image(self.transforms, rgb)
 
     def __repr__(self):
         return "{}({})".format(self.__class__.__name__, self.transforms)

@@ -8,7 +8,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.transforms import functional as TF
 
 from fcos_core.config import cfg as default_cfg
-from fcos_core.data.transforms import Compose, TensorResize, ToTensor, build_transforms
+from fcos_core.data.transforms import Compose, TensorResize, ToTensor, build_transforms, transform_image
 from fcos_core.structures.bounding_box import BoxList
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -33,7 +33,7 @@ def test_sizes_and_values_are_torchvisions(size):
     expected = theirs.resize(theirs.normalize(image))[0]
     ours = build_transforms(_cfg(), is_train=False)
     assert [type(t).__name__ for t in ours.transforms] == ["ToTensor", "Normalize", "TensorResize"]
-    out = ours(_pil(*size))
+    out = transform_image(ours, _pil(*size))
     assert out.shape == expected.shape
     assert torch.equal(out, expected)
 
@@ -70,6 +70,6 @@ def test_the_original_style_is_unchanged():
                                                                                           "Normalize"]
 
 
-def test_compose_without_a_target_returns_the_image():
-    out = Compose([ToTensor(), TensorResize(20, 40)])(_pil(10, 15))
+def test_a_bare_image_goes_through_the_pipeline():
+    out = transform_image(Compose([ToTensor(), TensorResize(20, 40)]), _pil(10, 15))
     assert isinstance(out, torch.Tensor) and out.shape == (3, 20, 30)

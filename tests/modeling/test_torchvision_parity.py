@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from fcos_core.config import load_config
-from fcos_core.data.transforms import build_transforms
+from fcos_core.data.transforms import build_transforms, transform_image
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.utils.formats.report import config_mismatches
 from fcos_core.utils.formats.torchvision import COCO_CATEGORY_IDS, torchvision_fcos_to_detector
@@ -91,7 +91,7 @@ def _ours(model, cfg, images):
     """Our detections in the original images' pixels: list of (boxes [K, 4] xyxy, scores [K], labels [K] 1..80)."""
     transforms = build_transforms(cfg, is_train=False)
     with torch.no_grad():
-        outputs = model([transforms(img) for img in images])
+        outputs = model([transform_image(transforms, img) for img in images])
     results = []
     for out, img in zip(outputs, images):
         out = out.resize(img.size)

@@ -1,4 +1,8 @@
 """The training / testing transform pipelines from the config (INPUT.*)."""
+import torch
+
+from fcos_core.structures.bounding_box import BoxList
+
 from . import photometric as P
 from . import transforms as T
 
@@ -58,7 +62,8 @@ def make_resize(resize_style, min_size, max_size, scale_range=(1.0, 1.0)):
 
 
 def inference_transforms(min_size, max_size, pixel_mean, pixel_std, to_bgr255, resize_style="original"):
-    """The test pipeline (a :class:`Compose`; call it on a PIL RGB image, with or without a target).
+    """The test pipeline: a :class:`Compose` of ``(image, target)`` on a PIL RGB image (a bare image:
+    :func:`transform_image`).
 
     "original": Resize, ToTensor, Normalize; "torchvision": ToTensor, Normalize, TensorResize (as
     torchvision's detection models: normalise, then interpolate). ``min_size`` None: no resize
@@ -70,6 +75,14 @@ def inference_transforms(min_size, max_size, pixel_mean, pixel_std, to_bgr255, r
         resize = make_resize(resize_style, min_size, max_size)
         ops = [resize] + ops if resize_style == "original" else ops + [resize]
     return T.Compose(ops)
+
+
+def transform_image(transforms, image):
+    """``image`` (PIL, RGB) alone through an ``(image, target)`` pipeline such as
+    :func:`inference_transforms`: an empty BoxList of the image's size stands in for the target.
+    Returns what the pipeline makes of the image (a float tensor [3, H', W'] for the test pipeline)."""
+    out, _ = transforms(image, BoxList(torch.zeros(0, 4), image.size, mode="xyxy"))
+    return out
 
 
 def _crop_ops(cfg):

@@ -1,8 +1,8 @@
 """Transforms of an (image, target) pair: cropping, resizing, flipping, colour jitter, tensor conversion.
 
 Each transform takes ``(image, target)`` and returns both, the boxes of ``target`` (a BoxList in
-pixels) kept consistent with the image. Resize, TensorResize, ToTensor, Normalize and Compose also
-accept ``target=None`` and then return the image only (for inference on bare images). Random choices use Python's ``random``
+pixels) kept consistent with the image. Resize, TensorResize and Normalize also accept ``target=None``
+and then return the image only (for inference on bare images). Random choices use Python's ``random``
 (RandomCrop, Resize, RandomHorizontalFlip) and torch's generator (ColorJitter); in training the
 datasets seed both per sample from the sampler (:mod:`fcos_core.utils.rng`), so the augmentation of
 a sample does not depend on the DataLoader worker, the number of processes or a restart. A
@@ -25,13 +25,7 @@ class Compose(object):
     def __init__(self, transforms):
         self.transforms = transforms
 
-    def __call__(self, image, target=None):
-        """``(image, target)`` through every transform; with ``target`` None (inference on a bare
-        image, only transforms that accept it) the image alone."""
-        if target is None:
-            for t in self.transforms:
-                image = t(image, None)
-            return image
+    def __call__(self, image, target):
         for t in self.transforms:
             image, target = t(image, target)
         return image, target
@@ -262,11 +256,9 @@ class ColorJitter(object):
 
 
 class ToTensor(object):
-    """PIL image (RGB) -> float tensor [3, H, W], RGB in 0-1 (the image alone when ``target`` is None)."""
+    """PIL image (RGB) -> float tensor [3, H, W], RGB in 0-1."""
 
-    def __call__(self, image, target=None):
-        if target is None:
-            return F.to_tensor(image)
+    def __call__(self, image, target):
         return F.to_tensor(image), target
 
     def __repr__(self):
