@@ -51,6 +51,17 @@ def float_list(text):
         raise argparse.ArgumentTypeError("expected comma-separated numbers, got {!r}".format(text))
 
 
+def add_model_arguments(parser):
+    """``--config-file`` and ``--weights``, as :func:`model_and_config` resolves them (the ``fcos``
+    command and the demo scripts)."""
+    parser.add_argument("--config-file", default=None, metavar="FILE",
+                        help="config (a path, or a path under configs/: fcos/fcos_R_50_FPN_1x.yaml); "
+                             "default: the config of --weights when that is a model-zoo name")
+    parser.add_argument("--weights", default=None, metavar="W",
+                        help="path, URL or model-zoo name (default: MODEL.WEIGHT of --config-file "
+                             "when that is given, else {}, torchvision's COCO FCOS)".format(DEFAULT_MODEL))
+
+
 def build_parser():
     """The ``fcos`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -58,12 +69,7 @@ def build_parser():
         "(for testing). Trailing KEY VALUE pairs override the config.")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                         help="image files and folders of images, then optional config overrides")
-    parser.add_argument("--config-file", default=None, metavar="FILE",
-                        help="config (a path, or a path under configs/: fcos/fcos_R_50_FPN_1x.yaml); "
-                             "default: the config of --weights when that is a model-zoo name")
-    parser.add_argument("--weights", default=None, metavar="W",
-                        help="path, URL or model-zoo name (default: MODEL.WEIGHT of --config-file "
-                             "when that is given, else {})".format(DEFAULT_MODEL))
+    add_model_arguments(parser)
     parser.add_argument("--output", default="fcos_output", metavar="DIR",
                         help="folder for the annotated images and json files (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="also write the detections as DIR/<stem>.json")

@@ -11,7 +11,7 @@ import sys
 
 import cv2
 
-from fcos_core.cli import DEFAULT_MODEL, float_list, model_and_config
+from fcos_core.cli import add_model_arguments, float_list, model_and_config
 from fcos_core.engine.predictor import build_coco_demo
 
 
@@ -27,12 +27,7 @@ def display_problem():
 
 def add_demo_arguments(parser, default_min_image_size):
     """The model, category and threshold options common to the demo scripts."""
-    parser.add_argument("--config-file", default=None, metavar="FILE",
-                        help="config file (a path, or a path under configs/); default: the config of "
-                             "--weights when that is a model-zoo name")
-    parser.add_argument("--weights", default=None, metavar="W",
-                        help="path, URL or model-zoo name; default: MODEL.WEIGHT of --config-file when "
-                             "that is given, else {} (torchvision's COCO FCOS)".format(DEFAULT_MODEL))
+    add_model_arguments(parser)
     parser.add_argument("--min-image-size", type=int, default=default_min_image_size,
                         help="short side fed to the model, pixels (0: INPUT.MIN_SIZE_TEST); "
                              "the released models were trained with 800")

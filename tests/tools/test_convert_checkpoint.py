@@ -34,20 +34,6 @@ def _tool(*args):
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
-@pytest.fixture(scope="module")
-def tv_state():
-    from torchvision.models.detection import fcos_resnet50_fpn
-
-    torch.manual_seed(0)
-    return fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict()
-
-
-@pytest.fixture(scope="module")
-def tv_file(tv_state, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tv") / "fcos_resnet50_fpn_coco.pth"
-    torch.save(tv_state, path)
-    return path
-
 
 def test_torchvision_fcos_converts_to_a_file_that_loads_strictly(tv_file, tv_state, tmp_path):
     out, report = tmp_path / "converted.pth", tmp_path / "report.txt"

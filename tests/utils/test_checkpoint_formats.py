@@ -29,21 +29,6 @@ def _cfg(path, *opts):
     return load_config(path, ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", *opts])
 
 
-@pytest.fixture(scope="module")
-def tv_state():
-    """torchvision's COCO FCOS (random weights), as its state_dict() is published."""
-    from torchvision.models.detection import fcos_resnet50_fpn
-
-    torch.manual_seed(0)
-    return fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict()
-
-
-@pytest.fixture(scope="module")
-def tv_file(tv_state, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tv") / "tv_fcos_resnet50_fpn.pth"
-    torch.save(tv_state, path)
-    return path
-
 
 def _our_state():
     return OrderedDict([("backbone.body.stem.conv1.weight", torch.rand(4, 3, 7, 7)),
