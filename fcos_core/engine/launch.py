@@ -12,18 +12,20 @@ import sys
 import torch
 
 from fcos_core.config import load_config, resolve_device
+from fcos_core.engine.slurm import export_slurm_placement, launcher_placement
 from fcos_core.utils.collect_env import env_rows
-from fcos_core.utils.comm import get_rank, synchronize
+from fcos_core.utils.comm import get_rank, get_world_size, synchronize
 from fcos_core.utils.logger import setup_logger
 
 
 def default_argument_parser(description, skip_test=False):
-    """``--config-file F``, the launcher's local rank (``--local_rank``, ``--local-rank`` or the
-    LOCAL_RANK variable, as ``torch.distributed.launch`` and ``torchrun`` give it) and trailing
-    ``KEY VALUE`` overrides; with ``skip_test``, ``--skip-test`` too (tools/train_net.py)."""
+    """``--config-file F``, the launcher's local rank (``--local_rank``, ``--local-rank``, the
+    LOCAL_RANK variable as ``torch.distributed.launch`` and ``torchrun`` give it, or SLURM_LOCALID
+    under ``srun``: see :mod:`fcos_core.engine.slurm`) and trailing ``KEY VALUE`` overrides; with
+    ``skip_test``, ``--skip-test`` too (tools/train_net.py)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config file")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=launcher_placement().local_rank)
     if skip_test:
         parser.add_argument("--skip-test", dest="skip_test", action="store_true", help="do not test the final model")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
@@ -31,13 +33,16 @@ def default_argument_parser(description, skip_test=False):
 
 
 def setup_distributed(local_rank):
-    """Join the process group when the launcher started several processes (WORLD_SIZE > 1):
-    NCCL with one GPU per process (``local_rank``) where CUDA is there, else Gloo.
+    """Join the process group when the launcher started several processes (WORLD_SIZE > 1, or
+    SLURM_NTASKS > 1 in an ``srun`` step, whose variables become torch's first: see
+    :func:`fcos_core.engine.slurm.export_slurm_placement`): NCCL with one GPU per process
+    (``local_rank``, the index on this machine) where CUDA is there, else Gloo. The group's rank,
+    not the local rank, decides which share of the data a process reads.
 
     Returns:
         bool: True when this process is one of several (the group is joined), else False.
     """
-    if int(os.environ.get("WORLD_SIZE", 1)) < 2:
+    if export_slurm_placement().world_size < 2:
         return False
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -71,6 +76,10 @@ def setup_run(cfg, log_filename="log.txt", save_config=True):
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger = setup_logger("fcos_core", cfg.OUTPUT_DIR, get_rank(), filename=log_filename)
     logger.info("Command: %s", " ".join(sys.argv))
+    if get_world_size() > 1:
+        logger.info("Process group: %d processes over %s, rank %d, local rank %s, rendezvous at %s:%s", get_world_size(),
+                    torch.distributed.get_backend(), get_rank(), os.environ.get("LOCAL_RANK"),
+                    os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"))
     logger.info("Environment:\n%s", "\n".join(f"  {k}: {v}" for k, v in env_rows()))
     logger.info("Running with config:\n%s", cfg)
     if save_config and cfg.OUTPUT_DIR and get_rank() == 0:
