@@ -256,9 +256,13 @@ class ColorJitter(object):
 
 
 class ToTensor(object):
-    """PIL image (RGB) -> float tensor [3, H, W], RGB in 0-1."""
+    """PIL image (RGB) -> float tensor [3, H, W], RGB in 0-1 (``F.to_tensor``'s values, bit for bit)."""
 
     def __call__(self, image, target):
+        if getattr(image, "mode", None) in ("RGB", "L"):
+            # F.to_tensor's uint8 -> float32 / 255 in one new tensor, without its HWC float
+            # temporaries: 3x faster on an 800 x 1066 image (docs/benchmark.md, loader)
+            return F.pil_to_tensor(image).to(torch.float32).div_(255), target
         return F.to_tensor(image), target
 
     def __repr__(self):
@@ -281,8 +285,11 @@ class Normalize(object):
 
     def __call__(self, image, target=None):
         if self.to_bgr255:
-            image = image[[2, 1, 0]] * 255
-        image = F.normalize(image, mean=self.mean, std=self.std)
+            # a new tensor (the input is never changed), then scaled and normalised in place:
+            # the values of ``F.normalize(image[[2, 1, 0]] * 255)`` without two more copies
+            image = F.normalize(image[[2, 1, 0]].mul_(255), mean=self.mean, std=self.std, inplace=True)
+        else:
+            image = F.normalize(image, mean=self.mean, std=self.std)
         if target is None:
             return image
         return image, target
