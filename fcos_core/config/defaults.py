@@ -344,6 +344,10 @@ _C.SOLVER.WARMUP_ITERS = 500
 _C.SOLVER.WARMUP_METHOD = "linear"
 # Save a checkpoint every this many iterations.
 _C.SOLVER.CHECKPOINT_PERIOD = 2500
+# (new) Keep only the last this many periodic checkpoints (model_XXXXXXX.pth); older
+# ones are deleted once the new one is written and last_checkpoint names it.
+# model_final, model_best and model_last_good are never deleted. 0 keeps all.
+_C.SOLVER.CHECKPOINT_KEEP = 0
 # (new) Log (and append to OUTPUT_DIR/metrics.json) every this many iterations.
 _C.SOLVER.LOG_PERIOD = 20
 # (maskrcnn-benchmark's later key) Evaluate DATASETS.TEST every this many

@@ -9,6 +9,7 @@ finite.
 import datetime
 import json
 import logging
+import os
 import time
 from typing import NamedTuple, Optional
 
@@ -17,6 +18,7 @@ import torch
 
 from fcos_core.engine.resume import resume_state
 from fcos_core.utils.amp import autocast_context
+from fcos_core.utils.checkpoint_keep import prune_checkpoints
 from fcos_core.utils.comm import get_rank, get_world_size
 from fcos_core.utils.env import amp_dtype_for
 from fcos_core.utils.metric_logger import MetricLogger
@@ -28,6 +30,8 @@ class TrainOptions(NamedTuple):
 
     device: where the model and batches live ("cpu", "cuda", ...). max_iter: the last iteration.
     checkpoint_period: save ``model_XXXXXXX.pth`` every this many iterations (0: only the final one).
+    checkpoint_keep: keep only the last this many of those (0: all; see
+    :func:`fcos_core.utils.checkpoint_keep.prune_checkpoints`).
     amp_dtype: torch.float16 / torch.bfloat16 for autocast, or None for float32.
     clip_grad_norm: clip the global gradient norm to this when > 0. channels_last: batches in NHWC.
     log_period: log every this many iterations (and at the last). metrics_path: JSON-lines file of
@@ -38,6 +42,7 @@ class TrainOptions(NamedTuple):
     device: str = "cpu"
     max_iter: int = 1
     checkpoint_period: int = 0
+    checkpoint_keep: int = 0
     amp_dtype: Optional[torch.dtype] = None
     clip_grad_norm: float = 0.0
     channels_last: bool = False
@@ -48,10 +53,14 @@ class TrainOptions(NamedTuple):
 
 def make_train_options(cfg, metrics_path=None):
     """:class:`TrainOptions` from SOLVER.* and MODEL.DEVICE (the one place that reads them)."""
+    if cfg.SOLVER.CHECKPOINT_KEEP < 0:
+        raise ValueError(f"SOLVER.CHECKPOINT_KEEP must be 0 (keep all) or a count of checkpoints to keep, "
+                         f"not {cfg.SOLVER.CHECKPOINT_KEEP}")
     return TrainOptions(
         device=cfg.MODEL.DEVICE,
         max_iter=cfg.SOLVER.MAX_ITER,
         checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD,
+        checkpoint_keep=cfg.SOLVER.CHECKPOINT_KEEP,
         amp_dtype=amp_dtype_for(cfg.MODEL.DEVICE, cfg.SOLVER.AMP),
         clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM,
         channels_last=cfg.SOLVER.CHANNELS_LAST,
@@ -82,6 +91,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, 
         data_loader: yields (ImageList, targets, image ids) for iterations
             ``start_iter + 1 .. max_iter`` (an iteration-based batch sampler).
         checkpointer: saves ``model_XXXXXXX.pth`` every ``options.checkpoint_period`` iterations
+            (the last ``options.checkpoint_keep`` of them kept when that is > 0)
             and ``model_final.pth`` at the end, with :func:`fcos_core.engine.resume.resume_state`
             (iteration, random state, the ``grad_scaler``'s state), so that the same command resumes.
         arguments (dict): {"iteration": int}; updated in place as training goes.
@@ -151,7 +161,9 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, 
                 end = time.time()  # the evaluation is not an iteration's time
             period = options.checkpoint_period
             if period > 0 and iteration % period == 0 and iteration != max_iter:
-                checkpointer.save(f"model_{iteration:07d}", **resume_state(arguments, grad_scaler))
+                saved = checkpointer.save(f"model_{iteration:07d}", **resume_state(arguments, grad_scaler))
+                if saved and options.checkpoint_keep > 0:  # written and named by last_checkpoint: older ones may go
+                    prune_checkpoints(os.path.dirname(saved), options.checkpoint_keep, logger)
     finally:
         progress.close()
         if events is not None:
