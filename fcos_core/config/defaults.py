@@ -397,6 +397,11 @@ _C.TEST.AMP_DTYPE = ""
 # Same detections up to float rounding; the model that is trained and saved
 # keeps its layers and checkpoint keys (the folded one is a copy).
 _C.TEST.FUSE_FROZEN_BN = True
+# (new) Which COCOeval computes the COCO AP: "auto" (faster-coco-eval when it
+# is installed, else pycocotools), "pycocotools" (the reference) or
+# "faster_coco_eval" (the same numbers, faster; pip install
+# "fcos_core[eval]"). The log and coco_results.json name the one used.
+_C.TEST.COCO_EVAL_BACKEND = "auto"
 
 # Test-time augmentation: detections at several scales and/or flipped are
 # pooled and go through the same class-wise NMS and top-k as one image.

@@ -12,6 +12,7 @@ import torch
 from fcos_core.config.paths_catalog import results_folder_name
 from fcos_core.data import make_data_loader
 from fcos_core.data.datasets.coco import data_skip_counts
+from fcos_core.data.datasets.evaluation.coco.backends import resolve_backend
 from fcos_core.engine.bbox_aug import make_bbox_aug_fn
 from fcos_core.engine.classes import (
     check_num_classes, check_test_classes, resolve_num_classes_for_inference, resolve_training_classes,
@@ -73,6 +74,7 @@ def train(cfg, local_rank, distributed, logger=None):
     """
     logger = logger or logging.getLogger("fcos_core.trainer")
     cfg = resolve_training_classes(cfg, logger)  # MODEL.FCOS.NUM_CLASSES 0: DATASETS.TRAIN's count
+    resolve_backend(cfg.TEST.COCO_EVAL_BACKEND)  # a bad or missing evaluator fails now, not at the first test
     model, optimizer, scheduler = build_training(cfg, distributed, local_rank)
     output_dir = cfg.OUTPUT_DIR
     checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, output_dir, get_rank() == 0)
@@ -138,7 +140,7 @@ def run_test(cfg, model, distributed):
                 model, loader, dataset_name=name, iou_types=("bbox",), box_only=False, device=cfg.MODEL.DEVICE,
                 expected_results=cfg.TEST.EXPECTED_RESULTS,
                 expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL, output_folder=folder,
-                bbox_aug_fn=make_bbox_aug_fn(cfg), **options,
+                bbox_aug_fn=make_bbox_aug_fn(cfg), coco_eval_backend=cfg.TEST.COCO_EVAL_BACKEND, **options,
             ))
         except Exception as exc:  # e.g. pycocotools on a broken json (rank 0 only): keep the barriers in step
             logging.getLogger("fcos_core.inference").error("Evaluation of %s failed: %s: %s", name,

@@ -15,9 +15,11 @@ import torch
 from tqdm import tqdm
 
 from fcos_core.data.datasets.evaluation import evaluate
+from fcos_core.data.datasets.evaluation.coco.backends import resolve_backend
 from fcos_core.modeling.fuse import fuse_conv_bn_for_inference
+from fcos_core.structures.boxlist_pack import pack_boxlists, unpack_boxlists
 from fcos_core.structures.image_list import ImageList, to_image_list
-from fcos_core.utils.comm import all_gather, get_world_size, is_main_process, synchronize
+from fcos_core.utils.comm import gather_tensor_dicts, get_world_size, is_main_process, synchronize
 from fcos_core.utils.env import amp_dtype_for
 
 from fcos_core.utils.amp import autocast_context
@@ -117,18 +119,53 @@ def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last
     return results
 
 
-def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, logger):
-    """Merge the per-process dicts on rank 0 into a list ordered by dataset index."""
-    all_predictions = all_gather(predictions_per_gpu)
-    if not is_main_process():
-        return None
-    predictions = {}
-    for p in all_predictions:
-        predictions.update(p)
-    image_ids = sorted(predictions.keys())
-    if image_ids != list(range(len(image_ids))):
-        logger.warning("Some images were not evaluated: got %d indices up to %d", len(image_ids), image_ids[-1])
-    return [predictions[i] for i in image_ids]
+def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, logger, num_images=None):
+    """Merge the per-process ``{dataset index: BoxList}`` on rank 0 into a list ordered by index.
+
+    In several processes each one packs its BoxLists into a few flat tensors
+    (:func:`~fcos_core.structures.boxlist_pack.pack_boxlists`: image indices, sizes, xyxy boxes
+    [K, 4] and every field, e.g. scores [K] and labels [K]) that ``dist.gather`` brings to rank 0,
+    which rebuilds the BoxLists (xyxy); nothing is pickled but the names, dtypes and shapes.
+
+    Arguments:
+        predictions_per_gpu (dict[int, BoxList]): this process's predictions.
+        logger: where the gather's size and time go.
+        num_images (int or None): the dataset's length; None: the largest index + 1.
+
+    Returns:
+        list[BoxList] (rank 0, one per index 0..num_images-1) or None (other ranks).
+
+    Raises:
+        RuntimeError (rank 0): indices that no process predicted (named), or indices past
+        ``num_images``: evaluating a subset silently would misreport the AP of the dataset.
+    """
+    start = time.time()
+    if get_world_size() == 1:
+        predictions = dict(predictions_per_gpu)
+    else:
+        gathered = gather_tensor_dicts(pack_boxlists(predictions_per_gpu))
+        if not is_main_process():
+            return None
+        predictions = unpack_boxlists(gathered)
+        logger.info("Gathered the detections of %d images (%d boxes) from %d processes as tensors in %.2f s",
+                    len(predictions), sum(int(g["num_boxes"].sum()) for g in gathered), len(gathered),
+                    time.time() - start)
+    if num_images is None:
+        num_images = max(predictions) + 1 if predictions else 0
+    _check_all_images_predicted(predictions, num_images)
+    return [predictions[i] for i in range(num_images)]
+
+
+def _check_all_images_predicted(predictions, num_images):
+    """RuntimeError naming the indices of 0..num_images-1 missing from ``predictions`` (and any extra)."""
+    missing = [i for i in range(num_images) if i not in predictions]
+    extra = sorted(i for i in predictions if not 0 <= i < num_images)
+    if missing or extra:
+        shown = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise RuntimeError("inference: {} of {} images were predicted by no process (dataset indices: {}){}; "
+                           "the data loaders did not cover the dataset".format(
+                               len(missing), num_images, shown or "none",
+                               ", and indices past the dataset: {}".format(extra[:20]) if extra else ""))
 
 
 def inference(
@@ -145,16 +182,21 @@ def inference(
     channels_last=False,
     bbox_aug_fn=None,
     fuse_bn=False,
+    coco_eval_backend="auto",
 ):
     """Predict on every image of ``data_loader.dataset`` and evaluate (the original's signature).
 
     ``amp_dtype``, ``channels_last`` and ``fuse_bn``: see :class:`InferenceOptions`.
+    ``coco_eval_backend``: TEST.COCO_EVAL_BACKEND, the COCOeval of a COCO-format dataset; checked
+    before the images are predicted (an ImportError naming the extra when it is not installed).
 
     Returns the evaluation result on rank 0 (see
     :func:`fcos_core.data.datasets.evaluation.evaluate`) and None on the other ranks.
     """
     logger = logging.getLogger("fcos_core.inference")
     dataset = data_loader.dataset
+    if getattr(dataset, "coco", None) is not None:
+        coco_eval_backend = resolve_backend(coco_eval_backend)
     logger.info("Start evaluation on %s dataset (%d images).", dataset_name, len(dataset))
     start = time.time()
     predictions = compute_on_dataset(model, data_loader, device, amp_dtype, channels_last, bbox_aug_fn, fuse_bn)
@@ -165,7 +207,7 @@ def inference(
         "Total inference time: %.2f s (%.4f s / img per device, on %d devices)",
         total, total * num_devices / max(len(dataset), 1), num_devices,
     )
-    predictions = _accumulate_predictions_from_multiple_gpus(predictions, logger)
+    predictions = _accumulate_predictions_from_multiple_gpus(predictions, logger, len(dataset))
     if not is_main_process():
         return None
     if output_folder:
@@ -178,4 +220,5 @@ def inference(
         iou_types=iou_types,
         expected_results=expected_results,
         expected_results_sigma_tol=expected_results_sigma_tol,
+        coco_eval_backend=coco_eval_backend,
     )

@@ -64,3 +64,62 @@ def all_gather(data):
     gathered = [None] * world_size
     dist.all_gather_object(gathered, data)
     return gathered
+
+
+def gather_tensor_dicts(tensors, dst=0):
+    """Gather ``{name: Tensor}`` from every process to process ``dst`` as tensors (the data is not
+    pickled: one ``dist.gather`` of a flat, padded buffer per name).
+
+    Arguments:
+        tensors (dict[str, Tensor]): this process's tensors; the first dimension may differ between
+            processes, the dtype and the other dimensions may not. A name that some process lacks
+            arrives there as an empty tensor ([0, ...]) of the others' dtype and trailing shape.
+        dst (int): the receiving rank.
+
+    Returns:
+        On ``dst``: list (rank order) of ``{name: CPU tensor}``; on the other ranks None.
+        In one process: ``[tensors]``.
+
+    Raises:
+        ValueError: two processes give a name different dtypes or trailing shapes (names them).
+    """
+    world_size = get_world_size()
+    if world_size == 1:
+        return [tensors]
+    # the schema is a few bytes per name: name -> (dtype, shape) of each process
+    schemas = all_gather({name: (str(t.dtype).replace("torch.", ""), tuple(t.shape)) for name, t in tensors.items()})
+    layout = _agreed_layout(schemas)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    rank = get_rank()
+    received = [{} for _ in range(world_size)] if rank == dst else None
+    for name, (dtype, trailing) in sorted(layout.items()):
+        shapes = [schema.get(name, (dtype, (0,) + trailing))[1] for schema in schemas]
+        numels = [_numel(shape) for shape in shapes]
+        mine = tensors.get(name, torch.zeros((0,) + trailing, dtype=getattr(torch, dtype)))
+        buffer = torch.zeros(max(max(numels), 1), dtype=mine.dtype, device=device)
+        buffer[:mine.numel()] = mine.reshape(-1).to(device)
+        parts = [torch.empty_like(buffer) for _ in range(world_size)] if rank == dst else None
+        dist.gather(buffer, parts, dst=dst)
+        if rank == dst:
+            for r in range(world_size):
+                received[r][name] = parts[r][:numels[r]].cpu().reshape(shapes[r])
+    return received
+
+
+def _agreed_layout(schemas):
+    """{name: (dtype name, trailing shape)} over the processes' schemas, which must agree."""
+    layout = {}
+    for rank, schema in enumerate(schemas):
+        for name, (dtype, shape) in schema.items():
+            seen = layout.setdefault(name, (dtype, tuple(shape[1:])))
+            if seen != (dtype, tuple(shape[1:])):
+                raise ValueError("gather_tensor_dicts: {!r} is {} [*, {}] on rank {} but {} [*, {}] on another "
+                                 "rank".format(name, dtype, list(shape[1:]), rank, seen[0], list(seen[1])))
+    return layout
+
+
+def _numel(shape):
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n

@@ -1,4 +1,5 @@
-"""Evaluation of detections, dispatched on the dataset type: COCO format (pycocotools) or PASCAL VOC.
+"""Evaluation of detections, dispatched on the dataset type: COCO format (pycocotools or
+faster-coco-eval, TEST.COCO_EVAL_BACKEND) or PASCAL VOC.
 
 The dispatch is by interface rather than by class, so any dataset in COCO json format works:
 
@@ -19,7 +20,7 @@ from .voc import voc_evaluation
 
 
 def evaluate(dataset, predictions, output_folder, box_only=False, iou_types=("bbox",), expected_results=(),
-             expected_results_sigma_tol=4):
+             expected_results_sigma_tol=4, coco_eval_backend="auto"):
     """Evaluate ``predictions`` on ``dataset`` with the method of its type.
 
     Arguments:
@@ -31,6 +32,8 @@ def evaluate(dataset, predictions, output_folder, box_only=False, iou_types=("bb
             thresholds.json; VOC: result.txt).
         box_only, iou_types, expected_results, expected_results_sigma_tol: COCO only (see
             :func:`coco.coco_evaluation`); VOC ignores them.
+        coco_eval_backend (str): TEST.COCO_EVAL_BACKEND, the COCOeval implementation ("auto",
+            "pycocotools", "faster_coco_eval"); VOC ignores it.
 
     Returns:
         COCO: (COCOResults, {iou_type: list of result dicts}); VOC: {"ap": ndarray, "map": float}.
@@ -41,7 +44,8 @@ def evaluate(dataset, predictions, output_folder, box_only=False, iou_types=("bb
     if getattr(dataset, "coco", None) is not None:
         return coco_evaluation(
             dataset, predictions, output_folder, box_only=box_only, iou_types=iou_types,
-            expected_results=expected_results, expected_results_sigma_tol=expected_results_sigma_tol)
+            expected_results=expected_results, expected_results_sigma_tol=expected_results_sigma_tol,
+            backend=coco_eval_backend)
     if hasattr(dataset, "get_groundtruth"):
         return voc_evaluation(dataset, predictions, output_folder, box_only=box_only)
     raise NotImplementedError(

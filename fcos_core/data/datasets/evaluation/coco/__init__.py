@@ -1,4 +1,4 @@
-"""COCO-format evaluation (pycocotools): entry point :func:`coco_evaluation`."""
+"""COCO-format evaluation (pycocotools or faster-coco-eval): entry point :func:`coco_evaluation`."""
 from .coco_eval import (
     COCOResults,
     check_expected_results,
@@ -12,10 +12,11 @@ from .coco_eval import (
 
 
 def coco_evaluation(dataset, predictions, output_folder, box_only=False, iou_types=("bbox",),
-                    expected_results=(), expected_results_sigma_tol=4):
+                    expected_results=(), expected_results_sigma_tol=4, backend="auto"):
     """Evaluate ``predictions`` (list[BoxList], one per dataset index) on a COCO-format dataset.
 
-    See :func:`fcos_core.data.datasets.evaluation.coco.coco_eval.do_coco_evaluation`.
+    See :func:`fcos_core.data.datasets.evaluation.coco.coco_eval.do_coco_evaluation`; ``backend`` is
+    TEST.COCO_EVAL_BACKEND ("auto", "pycocotools", "faster_coco_eval").
 
     Returns:
         (COCOResults, dict {iou_type: list of COCO-format detection dicts}).
@@ -28,6 +29,7 @@ def coco_evaluation(dataset, predictions, output_folder, box_only=False, iou_typ
         iou_types=iou_types,
         expected_results=expected_results,
         expected_results_sigma_tol=expected_results_sigma_tol,
+        backend=backend,
     )
 
 

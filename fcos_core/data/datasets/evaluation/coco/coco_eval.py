@@ -1,4 +1,5 @@
-"""COCO-style evaluation of detections with pycocotools (the reference implementation).
+"""COCO-style evaluation of detections with pycocotools (the reference) or faster-coco-eval (same
+numbers, faster): TEST.COCO_EVAL_BACKEND, see :mod:`.backends`.
 
 Predictions are BoxLists, one per dataset index, in any image size: each is resized to the image's
 original (width, height) from ``dataset.get_img_info(index)`` and converted to COCO's ``xywh``
@@ -17,8 +18,10 @@ Files written into ``output_folder`` (when it is not None) by :func:`do_coco_eva
 
 - ``bbox.json``: the detections in the COCO results format
   (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``);
-- ``coco_results.json``: ``{"bbox": {"AP": .., ..., "ARl": ..}}``, the twelve pycocotools numbers;
-- ``results.txt``: the same as a table, followed by the per-class AP table;
+- ``coco_results.json``: ``{"bbox": {"AP": .., ..., "ARl": ..}, "evaluator": {"backend": "faster_coco_eval",
+  "version": "1.8.0"}}``, the twelve COCOeval numbers and which implementation computed them;
+- ``results.txt``: the same as a table (its first line names the evaluator), followed by the per-class
+  AP table;
 - ``per_class_ap.json``: ``{category name: AP@[.5:.95]}``; ``null`` for a class without ground truth;
 - ``thresholds.json``: per-class score thresholds of best F-measure (see
   :func:`compute_thresholds_for_classes`);
@@ -39,17 +42,16 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
 from fcos_core.structures.bounding_box import BoxList
 from fcos_core.structures.boxlist_ops import boxlist_iou
+
+from .backends import backend_version, resolve_backend, run_cocoeval
 
 logger = logging.getLogger(__name__)
 
 
 def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types, expected_results,
-                       expected_results_sigma_tol):
+                       expected_results_sigma_tol, backend="auto"):
     """Evaluate ``predictions`` on the COCO-format ``dataset`` (see the module docstring for files).
 
     Arguments:
@@ -61,9 +63,12 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
         output_folder (str or None): where to write the result files.
         iou_types (tuple[str]): only "bbox" is supported.
         expected_results, expected_results_sigma_tol: see :func:`check_expected_results`.
+        backend (str): TEST.COCO_EVAL_BACKEND ("auto", "pycocotools" or "faster_coco_eval"); checked
+            before any work (an ImportError naming the extra when faster-coco-eval is missing).
 
     Returns:
-        (COCOResults, dict): the metrics, and {iou_type: list of COCO-format detection dicts}
+        (COCOResults, dict): the metrics (``results.evaluator`` names the backend and its version),
+        and {iou_type: list of COCO-format detection dicts}
         (an empty dict when ``box_only``).
     """
     if box_only:
@@ -72,6 +77,7 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
     unsupported = [t for t in iou_types if t != "bbox"]
     if unsupported:
         raise NotImplementedError("FCOS predicts boxes only; iou_types {} are not supported".format(unsupported))
+    backend = resolve_backend(backend)
     logger.info("Preparing bbox results for COCO format")
     coco_results = {"bbox": prepare_for_coco_detection(predictions, dataset)}
     img_ids = evaluated_image_ids(dataset, predictions)
@@ -80,20 +86,23 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
     for iou_type in iou_types:
         json_file = os.path.join(output_folder, iou_type + ".json") if output_folder else None
         coco_eval = evaluate_predictions_on_coco(dataset.coco, coco_results[iou_type], json_file, iou_type,
-                                                 img_ids=img_ids)
+                                                 img_ids=img_ids, backend=backend)
         results.update(coco_eval)
+        results.evaluator = {"backend": backend, "version": backend_version(backend)}
         per_class = per_class_ap(coco_eval)
         tables.append(format_per_class_table(per_class))
         logger.info("Per-class %s AP@[.5:.95]:\n%s", iou_type, tables[-1])
         compute_thresholds_for_classes(coco_eval, output_folder)
         if output_folder:
             _write_json(os.path.join(output_folder, "per_class_ap.json"), _nan_to_none(per_class))
-    logger.info("\n%s", results)
+    evaluated_by = "Evaluated by {backend} {version}".format(**results.evaluator)
+    logger.info("%s\n%s", evaluated_by, results)
     check_expected_results(results, expected_results, expected_results_sigma_tol)
     if output_folder:
-        _write_json(os.path.join(output_folder, "coco_results.json"), results.as_dict())
+        _write_json(os.path.join(output_folder, "coco_results.json"),
+                    dict(results.as_dict(), evaluator=results.evaluator))
         with open(os.path.join(output_folder, "results.txt"), "w") as f:
-            f.write("\n\n".join([repr(results)] + tables) + "\n")
+            f.write("\n\n".join([evaluated_by + "\n" + repr(results)] + tables) + "\n")
     return results, coco_results
 
 
@@ -160,8 +169,9 @@ def prepare_for_coco_detection(predictions, dataset):
     return coco_results
 
 
-def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file=None, iou_type="bbox", img_ids=None):
-    """Run pycocotools' COCOeval (evaluate, accumulate, summarize) on a list of COCO-format results.
+def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file=None, iou_type="bbox", img_ids=None,
+                                 backend="auto"):
+    """Run COCOeval (evaluate, accumulate, summarize) on a list of COCO-format results.
 
     Arguments:
         coco_gt (COCO): the ground truth.
@@ -169,38 +179,19 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file=None, i
         json_result_file (str or None): where to save ``coco_results`` as json.
         iou_type (str): "bbox".
         img_ids (list or None): the json image ids to evaluate; None: all of ``coco_gt``.
+        backend (str): TEST.COCO_EVAL_BACKEND, see :mod:`.backends` ("auto", "pycocotools",
+            "faster_coco_eval").
 
     Returns:
-        COCOeval, summarized (``stats`` holds the twelve numbers, ``eval`` the accumulated arrays).
+        COCOeval, summarized (``stats`` holds the twelve numbers, ``eval`` the accumulated arrays);
+        its attribute ``backend`` names the implementation that computed them.
     """
     if json_result_file:
         _write_json(json_result_file, coco_results)
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        coco_dt = _load_results(coco_gt, coco_results)
-        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
-        if img_ids is not None:
-            coco_eval.params.imgIds = sorted(img_ids)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    logger.info("pycocotools:\n%s", captured.getvalue())
+    coco_eval, backend, text = run_cocoeval(coco_gt, coco_results, iou_type, img_ids, backend)
+    coco_eval.backend = backend
+    logger.info("COCO evaluation by %s %s:\n%s", backend, backend_version(backend), text)
     return coco_eval
-
-
-def _load_results(coco_gt, coco_results):
-    """A COCO object of the detections; ``COCO.loadRes`` fails on an empty list, so build that one by hand."""
-    if coco_results:
-        # loadRes adds keys (id, area, ...) to the dicts it gets: give it copies
-        return coco_gt.loadRes([dict(r) for r in coco_results])
-    coco_dt = COCO()
-    coco_dt.dataset = {
-        "images": list(coco_gt.dataset.get("images", [])),
-        "categories": list(coco_gt.dataset.get("categories", [])),
-        "annotations": [],
-    }
-    coco_dt.createIndex()
-    return coco_dt
 
 
 def per_class_ap(coco_eval):
@@ -394,6 +385,8 @@ class COCOResults(object):
         self.results = OrderedDict(
             (iou_type, OrderedDict((metric, -1) for metric in self.METRICS[iou_type])) for iou_type in iou_types
         )
+        # {"backend", "version"} of the COCOeval that computed the numbers (None: not from COCOeval)
+        self.evaluator = None
 
     def update(self, coco_eval):
         """Copy the summarized ``coco_eval.stats`` into the task ``coco_eval.params.iouType``."""
