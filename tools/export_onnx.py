@@ -4,16 +4,22 @@
     python tools/export_onnx.py --config-file F [--output model.onnx] [--no-postprocess]
         [--opset N] [KEY VALUE ...]          # e.g. MODEL.WEIGHT model.pth
 
-The graph takes one input, ``image``: float32 [1, 3, H, W] with any H and W, the image after the
-test transforms (resized so that the short side is INPUT.MIN_SIZE_TEST, capped by
-INPUT.MAX_SIZE_TEST, then normalised: BGR 0-255 minus INPUT.PIXEL_MEAN for the original configs),
-not padded. It returns ``boxes`` [K, 4] (xyxy, pixels of the input tensor), ``scores`` [K] and
-``labels`` [K] (1..C), highest score first: the detections of the PyTorch model, including the
-class-aware NMS with the original's +1 IoU. ``--no-postprocess`` exports the backbone and head
-only: ``cls_logits_<l>``, ``bbox_reg_<l>``, ``centerness_<l>`` per FPN level. See
-fcos_core/export/onnx.py for the exact contract and the known tie / rounding differences.
+    # the default model of the fcos command, torchvision's COCO FCOS (downloaded once):
+    python tools/export_onnx.py --config-file configs/torchvision/fcos_resnet50_fpn_coco.yaml \
+        --output fcos_resnet50_fpn_coco.onnx
 
-MODEL.WEIGHT may be a path, a URL or a model-zoo name (``fcos_imprv_R_50_FPN_1x``). The class names
+The graph takes one input, ``image``: float32 [1, 3, H, W] with any H and W, the image after the
+test transforms (short side INPUT.MIN_SIZE_TEST, long side at most INPUT.MAX_SIZE_TEST; the
+original configs resize, then normalise to BGR 0-255 minus INPUT.PIXEL_MEAN; INPUT.RESIZE_STYLE
+"torchvision" normalises RGB 0-1 with PIXEL_MEAN / PIXEL_STD, then resizes), not padded. It
+returns ``boxes`` [K, 4] (xyxy, pixels of the input tensor), ``scores`` [K] and ``labels`` [K]
+(1..C), highest score first: the detections of the PyTorch model, with the post-processing of the
+config's MODEL.FCOS.CONVENTION (the original's, with its +1 IoU in the NMS, or torchvision's).
+``--no-postprocess`` exports the backbone and head only: ``cls_logits_<l>``, ``bbox_reg_<l>``,
+``centerness_<l>`` per FPN level. See fcos_core/export/onnx.py for the exact contract and the known
+tie / rounding differences.
+
+MODEL.WEIGHT may be a path, a URL or a model-zoo name (``fcos_resnet50_fpn_coco``). The class names
 go into the file's metadata (``categories``, a json list, background first): from
 ``--categories-from`` when given, else the checkpoint's (saved by tools/train_net.py), else COCO's
 for an 80-class model. MODEL.FCOS.NUM_CLASSES 0 takes the checkpoint's class count.
@@ -25,6 +31,7 @@ import sys
 import torch
 
 from fcos_core.config import load_config
+from fcos_core.engine.predictor import is_untrained_weight
 from fcos_core.export.onnx import export_checkpoint
 
 
@@ -46,7 +53,7 @@ def main(argv=None):
     args = parse_args(argv)
     # the exported graph runs on the CPU wherever it goes; tracing on the CPU avoids device constants
     cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
-    if not cfg.MODEL.WEIGHT or cfg.MODEL.WEIGHT.startswith("catalog://"):
+    if is_untrained_weight(cfg.MODEL.WEIGHT):
         print("warning: MODEL.WEIGHT is {!r}: exporting an untrained detector".format(cfg.MODEL.WEIGHT),
               file=sys.stderr)
     folder = os.path.dirname(os.path.abspath(args.output))

@@ -3,29 +3,27 @@
 Graph contract (``tools/export_onnx.py`` writes it, ``tests/export/test_onnx_export.py`` checks it):
 
 * input ``image``: float32 ``[1, 3, H, W]``, any H and W: the image after the test transforms
-  (resized, then ``Normalize``: BGR 0-255 minus PIXEL_MEAN for the original configs), *not*
-  padded; the graph pads it with zeros to a multiple of DATALOADER.SIZE_DIVISIBILITY as
-  ``to_image_list`` does;
+  (for the original configs resized, then ``Normalize``: BGR 0-255 minus PIXEL_MEAN; for
+  INPUT.RESIZE_STYLE "torchvision" RGB 0-1 normalised with PIXEL_MEAN / PIXEL_STD, then resized
+  by ``TensorResize``), *not* padded; the graph pads it with zeros to a multiple of
+  DATALOADER.SIZE_DIVISIBILITY as ``to_image_list`` does;
 * outputs, with post-processing: ``boxes`` float32 ``[K, 4]`` ``xyxy`` in pixels of the input
-  tensor, clipped to ``[0, W - 1] x [0, H - 1]``; ``scores`` float32 ``[K]``
+  tensor, clipped to ``[0, W - 1] x [0, H - 1]`` (MODEL.FCOS.CONVENTION "original") or
+  ``[0, W] x [0, H]`` ("torchvision"); ``scores`` float32 ``[K]``
   (``sqrt(sigmoid(cls) * sigmoid(centerness))``); ``labels`` int64 ``[K]`` (1..C), highest score
   first;
-* outputs with ``postprocess=False``: the raw head outputs per FPN level ``l``,
+* outputs without post-processing (``postprocessor=None``): the raw head outputs per FPN level ``l``,
   ``cls_logits_l`` ``[1, C, H_l, W_l]``, ``bbox_reg_l`` ``[1, 4, H_l, W_l]`` (pixels) and
   ``centerness_l`` ``[1, 1, H_l, W_l]`` (logits).
 
-The post-processing gives the detections of :class:`~fcos_core.modeling.rpn.fcos.inference.FCOSPostProcessor`
-with fixed-size tensors (no data-dependent shape before the NMS):
-
-* per level, the ranking score ``cls_prob * centerness_prob`` is set to -1 where
-  ``cls_prob <= INFERENCE_TH`` and the ``min(PRE_NMS_TOP_N, H_l W_l C)`` best (location, class)
-  pairs are taken; the sentinel ones are dropped by the NMS's ``score_threshold``;
-* class-aware NMS is ONNX ``NonMaxSuppression`` with one score row per class (exact, no box offsets);
-* the original NMS measures widths as ``x2 - x1 + 1`` (legacy IoU) and ONNX ``NonMaxSuppression``
-  as ``x2 - x1``: the boxes given to the NMS are widened by one pixel on x2 and y2, which makes the
-  plain IoU of the widened boxes equal to the legacy IoU of the boxes (intersection
-  ``min(x2 + 1) - max(x1) = min(x2) - max(x1) + 1``, areas likewise; only the float32 rounding of
-  the ``+ 1`` can differ); the boxes returned are not widened.
+The post-processing (:mod:`fcos_core.export.postprocess`, built from the config by
+``make_export_postprocessor``) gives the detections of
+:class:`~fcos_core.modeling.rpn.fcos.inference.FCOSPostProcessor` in either MODEL.FCOS.CONVENTION
+with fixed-size tensors (no data-dependent shape before the NMS): per level the
+``min(PRE_NMS_TOP_N, H_l W_l C)`` best candidates (non-candidates carry a sentinel score that the
+NMS drops), class-aware NMS as ONNX ``NonMaxSuppression`` (boxes widened by one pixel for the
+original's ``+1`` IoU, as they are for torchvision's continuous one), then the DETECTIONS_PER_IMG
+cut. The torchvision convention's locations are computed in the graph from the padded input size.
 
 Metadata: ``metadata_props`` holds ``"categories"``, the class names as a json list indexed by label,
 background first (``["__background", name of label 1, ...]``), so that a consumer of the graph
@@ -44,57 +42,16 @@ import torch
 from torch import nn
 
 from fcos_core.engine.classes import category_names, resolve_num_classes_for_inference
-from fcos_core.layers import ml_nms
 from fcos_core.layers.dcn import DeformConv
 from fcos_core.modeling.detector import build_detection_model
-from fcos_core.modeling.rpn.fcos.inference import decode_boxes
-from fcos_core.modeling.rpn.fcos.target_assignment import compute_locations_per_level
 from fcos_core.utils.checkpoint import DetectronCheckpointer
 
+from .postprocess import ExportPostProcessor, class_nms, legacy_class_nms, make_export_postprocessor
+
 __all__ = ["ExportableFCOS", "export_onnx", "export_checkpoint", "legacy_class_nms", "class_nms", "OUTPUT_NAMES",
-           "read_categories"]
+           "read_categories", "ExportPostProcessor", "make_export_postprocessor"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
-_SENTINEL = -1.0  # ranking score of a (location, class) pair that is not a candidate
-
-
-class _ClassNMS(torch.autograd.Function):
-    """Class-aware NMS that exports as ONNX ``NonMaxSuppression`` with a class dimension.
-
-    forward(boxes [N, 4] xyxy, scores [C, N], iou_threshold, score_threshold) -> kept box indices
-    [K] int64. A box takes part in class ``c`` where ``scores[c] > score_threshold``; IoU is the
-    plain (continuous) one, suppression when IoU > iou_threshold.
-    """
-
-    @staticmethod
-    def forward(ctx, boxes, scores, iou_threshold, score_threshold):
-        cls_idx, box_idx = (scores > score_threshold).nonzero(as_tuple=True)
-        keep = ml_nms(boxes[box_idx], scores[cls_idx, box_idx], cls_idx, iou_threshold, legacy=False)
-        return box_idx[keep]
-
-    @staticmethod
-    def symbolic(g, boxes, scores, iou_threshold, score_threshold):
-        boxes = g.op("Unsqueeze", boxes, g.op("Constant", value_t=torch.tensor([0])))
-        scores = g.op("Unsqueeze", scores, g.op("Constant", value_t=torch.tensor([0])))
-        # NonMaxSuppression keeps at most this many boxes per class: all of them
-        max_out = g.op("Constant", value_t=torch.tensor([2 ** 31 - 1], dtype=torch.int64))
-        iou = g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32))
-        score = g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32))
-        selected = g.op("NonMaxSuppression", boxes, scores, max_out, iou, score)  # [K, 3] (batch, class, box)
-        index = g.op("Gather", selected, g.op("Constant", value_t=torch.tensor(2)), axis_i=1)
-        return index
-
-
-def class_nms(boxes, scores, iou_threshold, score_threshold):
-    """Class-aware plain-IoU NMS, ONNX-exportable. See :class:`_ClassNMS`."""
-    return _ClassNMS.apply(boxes, scores, float(iou_threshold), float(score_threshold))
-
-
-def _topk_size(n, k):
-    """``min(k, n)`` for a dimension ``n`` that is an int, or a traced 0-dim tensor when exporting."""
-    if isinstance(n, torch.Tensor):
-        return torch.clamp(n, max=k)
-    return min(n, k)
 
 
 def _pad_to_divisible(image, size_divisible):
@@ -112,112 +69,52 @@ class ExportableFCOS(nn.Module):
 
     Args:
         model: the detector (``build_detection_model``), in eval mode, weights loaded.
-        postprocess: False returns the raw head outputs instead of detections.
+        postprocessor: an :class:`~fcos_core.export.postprocess.ExportPostProcessor`
+            (:func:`~fcos_core.export.postprocess.make_export_postprocessor` of the model's config),
+            or None for the raw head outputs.
 
     forward(image [1, 3, H, W]) -> (boxes [K, 4], scores [K], labels [K]) or, without
     post-processing, the tuple ``cls_logits_*, bbox_reg_*, centerness_*`` over levels.
-
-    The graph's post-processing is the original convention's; a model of MODEL.FCOS.CONVENTION
-    "torchvision" (locations from the padded size, its own thresholds and NMS) is refused with
-    ``postprocess`` (ValueError); its raw head outputs (``postprocess=False``) export as any other.
     """
 
-    def __init__(self, model, postprocess=True):
+    def __init__(self, model, postprocessor=None):
         super().__init__()
-        convention = getattr(model.rpn, "convention", "original")
-        if postprocess and convention != "original":
-            raise ValueError(
-                "ONNX export with post-processing supports MODEL.FCOS.CONVENTION 'original' only, this model has "
-                "{!r} (e.g. configs/torchvision/*): export the raw head outputs (tools/export_onnx.py "
-                "--no-postprocess) and post-process as torchvision does".format(convention))
         self.backbone = model.backbone
         self.head = model.rpn.head
         self.size_divisibility = model.size_divisibility
-        self.fpn_strides = list(model.rpn.fpn_strides)
-        self.selector = model.rpn.box_selector_test
-        self.postprocess = postprocess
+        self.num_levels = len(model.rpn.fpn_strides)
+        if postprocessor is not None:
+            _check_fits(postprocessor, model)
+        self.postprocessor = postprocessor
 
     def output_names(self):
         """Names of the graph outputs, in order."""
-        if self.postprocess:
+        if self.postprocessor is not None:
             return list(OUTPUT_NAMES)
-        levels = range(len(self.fpn_strides))
-        return [f"{name}_{i}" for name in ("cls_logits", "bbox_reg", "centerness") for i in levels]
+        return [f"{name}_{i}" for name in ("cls_logits", "bbox_reg", "centerness") for i in range(self.num_levels)]
 
     def forward(self, image):
-        features = self.backbone(_pad_to_divisible(image, self.size_divisibility))
-        box_cls, box_reg, centerness = self.head(features)
-        if not self.postprocess:
+        padded = _pad_to_divisible(image, self.size_divisibility)
+        box_cls, box_reg, centerness = self.head(self.backbone(padded))
+        if self.postprocessor is None:
             return tuple(box_cls) + tuple(box_reg) + tuple(centerness)
-        h, w = image.shape[-2:]
-        per_level = [
-            self._candidates(cls[0], reg[0], ctr[0], stride, h, w)
-            for cls, reg, ctr, stride in zip(box_cls, box_reg, centerness, self.fpn_strides)
-        ]
-        boxes, scores, labels = (torch.cat(parts) for parts in zip(*per_level))
-        return self._nms_and_top(boxes, scores, labels)
-
-    def _candidates(self, cls, reg, ctr, stride, img_h, img_w):
-        """Best ``PRE_NMS_TOP_N`` (location, class) pairs of one level: boxes [k, 4], scores [k],
-        labels [k]; non-candidates have score -1."""
-        sel = self.selector
-        num_classes, fh, fw = cls.shape
-        locations = compute_locations_per_level(fh, fw, stride, device=cls.device)
-        cls_prob = cls.permute(1, 2, 0).reshape(-1, num_classes).sigmoid()
-        ctr_prob = ctr.reshape(-1).sigmoid()
-        rank = cls_prob * ctr_prob[:, None]
-        rank = torch.where(cls_prob > sel.pre_nms_thresh, rank, torch.full_like(rank, _SENTINEL)).reshape(-1)
-        rank, flat = rank.topk(_topk_size(rank.shape[0], sel.pre_nms_top_n))
-        loc_idx = torch.div(flat, num_classes, rounding_mode="floor")
-        distances = reg.permute(1, 2, 0).reshape(-1, 4)[loc_idx]
-        boxes = decode_boxes(locations[loc_idx], distances)
-        # clip to [0, W - 1] x [0, H - 1] as BoxList.clip_to_image
-        x1, y1, x2, y2 = boxes.unbind(1)
-        max_x, max_y = img_w - 1, img_h - 1
-        boxes = torch.stack(
-            (x1.clamp(min=0).clamp(max=max_x), y1.clamp(min=0).clamp(max=max_y),
-             x2.clamp(min=0).clamp(max=max_x), y2.clamp(min=0).clamp(max=max_y)), dim=1)
-        valid = rank > _SENTINEL
-        if sel.min_size > 0:  # remove_small_boxes: widths x2 - x1 + 1
-            valid = valid & (boxes[:, 2] - boxes[:, 0] + 1 >= sel.min_size) & (boxes[:, 3] - boxes[:, 1] + 1 >= sel.min_size)
-        scores = torch.where(valid, rank.clamp(min=0).sqrt(), torch.full_like(rank, _SENTINEL))
-        return boxes, scores, flat % num_classes + 1
-
-    def _nms_and_top(self, boxes, scores, labels):
-        """Class-aware NMS with the legacy IoU, then the DETECTIONS_PER_IMG best (ties kept)."""
-        sel = self.selector
-        if sel.nms_thresh > 0:
-            keep = legacy_class_nms(boxes, scores, labels, sel.num_classes - 1, sel.nms_thresh)
-        else:  # no NMS, as FCOSPostProcessor: every candidate (the sentinels have score -1)
-            keep = (scores > 0).nonzero()[:, 0]
-        kept_scores, order = scores[keep].topk(keep.shape[0])
-        keep = keep[order]
-        if sel.fpn_post_nms_top_n > 0:
-            # the n-th best score (the last one when fewer): keep every score >= it, as kthvalue does
-            n = _topk_size(keep.shape[0], sel.fpn_post_nms_top_n)
-            # kept scores are > 0, so the sentinel appended for an empty list keeps nothing
-            padded = torch.cat((kept_scores, kept_scores.new_full((1,), _SENTINEL)))
-            keep = keep[kept_scores >= padded[n - 1]]
-        return boxes[keep], scores[keep], labels[keep]
+        return self.postprocessor(box_cls, box_reg, centerness, image.shape[-2:], padded.shape[-2:])
 
 
-def legacy_class_nms(boxes, scores, labels, num_classes, iou_threshold):
-    """Class-aware NMS with the legacy ``x2 - x1 + 1`` IoU of ``ml_nms``, as ONNX ``NonMaxSuppression``.
-
-    Args:
-        boxes (Tensor[N, 4]): ``xyxy`` pixels.
-        scores (Tensor[N]): boxes with a score <= 0 are dropped (the candidates' sentinel).
-        labels (Tensor[N]): int64 in 1..num_classes.
-
-    Returns:
-        Tensor[K] int64: kept indices into ``boxes``, grouped by class (not sorted by score).
-    """
-    classes = torch.arange(1, num_classes + 1, device=labels.device)
-    per_class = torch.where(labels[None, :] == classes[:, None], scores[None, :],
-                            torch.full_like(scores, _SENTINEL)[None, :])
-    # plain IoU of boxes one pixel wider on x2 and y2 == legacy IoU of the boxes (module docstring)
-    widened = torch.cat((boxes[:, :2], boxes[:, 2:] + 1), dim=1)
-    return class_nms(widened, per_class, iou_threshold, 0.0)
+def _check_fits(postprocessor, model):
+    """ValueError when the post-processor's classes, levels or convention are not the model's."""
+    problems = []
+    classes = model.rpn.head.cls_logits.out_channels + 1
+    if postprocessor.num_classes != classes:
+        problems.append("MODEL.FCOS.NUM_CLASSES {} (the model has {})".format(postprocessor.num_classes, classes))
+    if list(postprocessor.fpn_strides) != list(model.rpn.fpn_strides):
+        problems.append("MODEL.FCOS.FPN_STRIDES {} (the model has {})".format(
+            list(postprocessor.fpn_strides), list(model.rpn.fpn_strides)))
+    convention = getattr(model.rpn, "convention", "original")
+    if postprocessor.convention != convention:
+        problems.append("MODEL.FCOS.CONVENTION {!r} (the model has {!r})".format(postprocessor.convention, convention))
+    if problems:
+        raise ValueError("the export's post-processing does not fit the model: " + "; ".join(problems))
 
 
 DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
@@ -245,9 +142,12 @@ def _has_deformable_conv(model):
     return any(isinstance(m, DeformConv) for m in model.modules())
 
 
-def export_onnx(model, path, postprocess=True, opset=None, example_size=(256, 320), categories=None):
+def export_onnx(model, path, postprocessor=None, opset=None, example_size=(256, 320), categories=None):
     """Write ``model`` (a GeneralizedRCNN FCOS in eval mode) to ``path`` as ONNX; ``categories``
     (class names, background first), when given, go into the metadata as ``"categories"``.
+
+    ``postprocessor``: the graph's post-processing, ``make_export_postprocessor(cfg)`` of the config
+    the model was built from; None exports the raw head outputs.
 
     ``opset`` None: 17, or 19 for a model with deformable convolutions (``*_dcnv2_*`` configs),
     which become ONNX ``DeformConv``.
@@ -255,7 +155,8 @@ def export_onnx(model, path, postprocess=True, opset=None, example_size=(256, 32
     Uses the TorchScript-based exporter (``dynamo=False``), still in torch 2.14 though deprecated:
     the ``torch.export`` one (``dynamo=True``, which also needs ``onnxscript``) exports the
     backbone and head but stops at the NMS, whose output size depends on the data, and does not
-    use the ``symbolic`` of :class:`_ClassNMS`. H and W of the input are dynamic.
+    use the ``symbolic`` of the NMS (``fcos_core.export.postprocess._ClassNMS``). H and W of the input
+    are dynamic.
 
     Returns:
         (list[str], int): the output names and the opset used.
@@ -267,11 +168,11 @@ def export_onnx(model, path, postprocess=True, opset=None, example_size=(256, 32
         raise ValueError(f"deformable convolutions need ONNX opset {DEFORM_CONV_OPSET} or later, got {opset}")
     if deformable:
         torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv2d_symbolic, DEFORM_CONV_OPSET)
-    wrapper = ExportableFCOS(model, postprocess=postprocess).eval()
+    wrapper = ExportableFCOS(model, postprocessor).eval()
     example = torch.zeros(1, 3, *example_size)
     names = wrapper.output_names()
     dynamic = {"image": {2: "height", 3: "width"}}
-    if postprocess:
+    if postprocessor is not None:
         dynamic.update({name: {0: "detections"} for name in names})
     else:
         dynamic.update({name: {2: f"h{name[-1]}", 3: f"w{name[-1]}"} for name in names})
@@ -324,5 +225,6 @@ def export_checkpoint(cfg, path, postprocess=True, opset=None, categories_from=N
     model = build_detection_model(cfg).eval()
     extra = DetectronCheckpointer(cfg, model).load(cfg.MODEL.WEIGHT or None, use_latest=False)
     names = category_names(cfg.MODEL.FCOS.NUM_CLASSES - 1, categories_from, checkpoint_names=extra.get(CATEGORIES))
-    outputs, opset = export_onnx(model, path, postprocess=postprocess, opset=opset, categories=names)
+    postprocessor = make_export_postprocessor(cfg) if postprocess else None
+    outputs, opset = export_onnx(model, path, postprocessor, opset=opset, categories=names)
     return outputs, opset, names

@@ -1,22 +1,97 @@
-"""The ONNX graph's post-processing is the original convention's: a torchvision-convention model is refused
-with a message naming MODEL.FCOS.CONVENTION, its raw head outputs still export."""
+"""The export's post-processing follows MODEL.FCOS.CONVENTION: torchvision's anchor centres computed
+from (possibly traced) sizes, the configuration read by one ``make_export_postprocessor``, a
+post-processor that does not fit the model refused, and the continuous-IoU NMS as exported.
+
+onnxruntime against PyTorch on whole detectors of either convention: tests/export/test_onnx_export.py.
+"""
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 import torch
 
 from fcos_core.config import load_config
 from fcos_core.export.onnx import ExportableFCOS
+from fcos_core.export.postprocess import anchor_centres, make_export_postprocessor, per_class_nms
+from fcos_core.layers import ml_nms
 from fcos_core.modeling.detector import build_detection_model
+from fcos_core.modeling.rpn.fcos.target_assignment import torchvision_locations_per_level
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "torchvision" / "fcos_resnet50_fpn_coco.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+TORCHVISION = str(ROOT / "configs" / "torchvision" / "fcos_resnet50_fpn_coco.yaml")
+QUICKSTART = str(ROOT / "configs" / "quickstart" / "fcos_shapes.yaml")
 
 
-def test_torchvision_convention_is_refused_with_post_processing():
-    model = build_detection_model(load_config(CONFIG, ["MODEL.WEIGHT", ""])).eval()
-    with pytest.raises(ValueError, match=r"MODEL\.FCOS\.CONVENTION 'original' only.*'torchvision'.*--no-postprocess"):
-        ExportableFCOS(model, postprocess=True)
-    raw = ExportableFCOS(model, postprocess=False)
+@pytest.mark.parametrize("padded", [(800, 1216), (160, 512), (128, 192), (256, 384)])
+def test_anchor_centres_are_torchvision_locations(padded):
+    """Every level of a padded size, P6/P7 included (800 x 1216: 13 rows of P6, 61 px apart)."""
+    h, w = padded
+    for stride in (8, 16, 32, 64, 128):
+        fh, fw = -(-h // stride), -(-w // stride)  # ceil: the FPN's stride-2 convs round up
+        got = anchor_centres(fh, fw, h, w)
+        assert got.dtype == torch.float32 and got.shape == (fh * fw, 2)
+        assert torch.equal(got, torchvision_locations_per_level(fh, fw, padded))
+    assert anchor_centres(13, 19, 800, 1216)[19].tolist() == [0, 61]  # the first cell of P6's second row
+
+
+def test_anchor_centres_follow_traced_sizes():
+    """Sizes taken from the input's shape while tracing stay in the graph: a trace at one size gives
+    the locations of another."""
+    def locations(image):
+        return anchor_centres(image.shape[2] // 64 + 1, image.shape[3] // 64 + 1, image.shape[2], image.shape[3])
+
+    traced = torch.jit.trace(locations, torch.zeros(1, 1, 192, 256))
+    for size in ((800, 1216), (224, 320)):
+        fh, fw = size[0] // 64 + 1, size[1] // 64 + 1
+        assert torch.equal(traced(torch.zeros(1, 1, *size)), torchvision_locations_per_level(fh, fw, size))
+
+
+def test_make_export_postprocessor_reads_the_config():
+    tv = make_export_postprocessor(load_config(TORCHVISION))
+    assert (tv.convention, tv.pre_nms_thresh, tv.pre_nms_top_n, tv.nms_thresh, tv.detections_per_img,
+            tv.num_classes, tv.fpn_strides) == ("torchvision", 0.2, 1000, 0.6, 100, 81, [8, 16, 32, 64, 128])
+    assert not tv.legacy
+    original = make_export_postprocessor(load_config(QUICKSTART))
+    assert original.convention == "original" and original.legacy and original.num_classes == 7
+    with pytest.raises(ValueError, match=r"MODEL\.FCOS\.CONVENTION must be one of .*'tv'"):
+        make_export_postprocessor(load_config(QUICKSTART, ["MODEL.FCOS.CONVENTION", "tv"]))
+
+
+def test_a_post_processor_that_does_not_fit_the_model_is_refused():
+    tiny = ["MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CONVS", "1"]
+    model = build_detection_model(load_config(QUICKSTART, tiny + ["MODEL.FCOS.CONVENTION", "torchvision"])).eval()
+    with pytest.raises(ValueError, match=r"MODEL\.FCOS\.CONVENTION 'original' \(the model has 'torchvision'\)"):
+        ExportableFCOS(model, make_export_postprocessor(load_config(QUICKSTART, tiny)))
+    with pytest.raises(ValueError, match=r"MODEL\.FCOS\.NUM_CLASSES 81 \(the model has 7\)"):
+        ExportableFCOS(model, make_export_postprocessor(load_config(TORCHVISION)))
+    fits = ExportableFCOS(model, make_export_postprocessor(load_config(QUICKSTART, tiny + [
+        "MODEL.FCOS.CONVENTION", "torchvision"])))
     with torch.no_grad():
-        outputs = raw(torch.zeros(1, 3, 64, 96))
-    assert len(outputs) == 15 and outputs[0].shape == (1, 80, 8, 12)
+        boxes, scores, labels = fits(torch.zeros(1, 3, 64, 96))
+    assert boxes.shape[1] == 4 and len(boxes) == len(scores) == len(labels)
+
+
+class _NMS(torch.nn.Module):
+    def forward(self, boxes, scores, labels):
+        return per_class_nms(boxes, scores, labels, 3, 0.5, legacy=False)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_exported_continuous_nms_equals_ml_nms_without_the_plus_one(tmp_path):
+    """torchvision's NMS (IoU with widths x2 - x1) as exported == ml_nms(legacy=False), on small
+    integer boxes where the +1 would change many decisions."""
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.randint(0, 12, (300, 2), generator=gen).float()
+    boxes = torch.cat((xy, xy + torch.randint(1, 5, (300, 2), generator=gen)), dim=1)
+    scores = torch.rand(300, generator=gen) + 0.01
+    labels = torch.randint(1, 4, (300,), generator=gen)
+    path = tmp_path / "nms.onnx"
+    torch.onnx.export(_NMS(), (boxes, scores, labels), str(path), dynamo=False, opset_version=17,
+                      input_names=["boxes", "scores", "labels"], dynamic_axes={"boxes": {0: "n"}, "scores": {0: "n"},
+                                                                               "labels": {0: "n"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = set(session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()})[0])
+    plain = set(ml_nms(boxes, scores, labels, 0.5, legacy=False).tolist())
+    assert got == plain
+    assert plain != set(ml_nms(boxes, scores, labels, 0.5, legacy=True).tolist())
+

@@ -2,7 +2,8 @@
 
 A tiny FCOS (quickstart config, 64 FPN channels, one tower conv) is trained for 30 iterations on a
 generated 8-image shapes set, exported with ``tools/export_onnx.py`` and run on the validation
-images, whose sizes differ (dynamic H and W).
+images, whose sizes differ (dynamic H and W). The same tiny network in MODEL.FCOS.CONVENTION
+"torchvision", with random weights, is compared on images of sizes chosen for the padded size.
 """
 import copy
 import json
@@ -19,7 +20,9 @@ import torch
 
 from fcos_core.config import load_config
 from fcos_core.data.build import make_data_loader
-from fcos_core.export.onnx import export_checkpoint, export_onnx, legacy_class_nms, read_categories
+from fcos_core.export.onnx import (
+    export_checkpoint, export_onnx, legacy_class_nms, make_export_postprocessor, read_categories,
+)
 from fcos_core.layers import ml_nms
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.utils.checkpoint import DetectronCheckpointer
@@ -143,13 +146,61 @@ def test_onnxruntime_parity_below_the_detection_cap_and_with_none(trained, tmp_p
     cfg = load_config(CONFIG, TINY + ["MODEL.FCOS.INFERENCE_TH", str(threshold), "MODEL.FCOS.NMS_TH", str(nms)])
     model = build_detection_model(cfg).eval()
     model.load_state_dict(trained_model.state_dict())
-    export_onnx(model, str(tmp_path / "m.onnx"))
+    export_onnx(model, str(tmp_path / "m.onnx"), make_export_postprocessor(cfg))
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     counts, _ = _compare_on_dataset(model, session, dataset)
     if threshold < 0.5:
         assert 0 < sum(counts) and max(counts) < cfg.TEST.DETECTIONS_PER_IMG, counts
     else:
         assert sum(counts) == 0
+
+
+TORCHVISION_TINY = TINY + ["MODEL.FCOS.CONVENTION", "torchvision", "INPUT.RESIZE_STYLE", "torchvision",
+                           "MODEL.FCOS.PRE_NMS_TOP_N", "300"]
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.58])
+def test_onnxruntime_detections_equal_pytorch_in_the_torchvision_convention(tmp_path, threshold):
+    """MODEL.FCOS.CONVENTION "torchvision" (configs/torchvision/): locations at torchvision's anchor
+    centres, strides from the padded size computed in the graph; candidates sqrt(cls * ctr) >
+    INFERENCE_TH ranked by it; boxes clipped to [0, W] x [0, H]; continuous-IoU NMS; exactly
+    DETECTIONS_PER_IMG (threshold 0.2: more survive the NMS) or fewer (0.58, where a threshold on the
+    class probability alone would let more through).
+
+    One graph on three sizes: padded 128 x 192 (P7 anchor strides 128 x 96) and 224 x 320 (P6 56 x 64,
+    P7 112 x 106), which are not multiples of 128, and 256 x 384, which is. Random weights, class
+    biases raised so that hundreds of pairs pass the threshold and the NMS and the cut do work, box
+    biases so that boxes have sizes (up to 3 strides a side) and reach past the borders.
+    """
+    cfg = load_config(CONFIG, TORCHVISION_TINY + ["MODEL.FCOS.INFERENCE_TH", str(threshold)])
+    torch.manual_seed(0)
+    model = build_detection_model(cfg).eval()
+    with torch.no_grad():
+        model.rpn.head.cls_logits.bias.normal_(-1.0, 1.0)
+        model.rpn.head.bbox_pred.bias.uniform_(0.5, 3.0)
+    postprocessor = make_export_postprocessor(cfg)
+    assert postprocessor.convention == "torchvision"
+    path = str(tmp_path / "torchvision_convention.onnx")
+    export_onnx(model, path, postprocessor)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    uncut = make_export_postprocessor(load_config(CONFIG, TORCHVISION_TINY + ["TEST.DETECTIONS_PER_IMG", "0"]))
+    gen = torch.Generator().manual_seed(1)
+    for h, w in ((128, 170), (200, 300), (256, 384)):
+        image = torch.randn(1, 3, h, w, generator=gen)
+        with torch.no_grad():
+            expected = model(image)[0]
+            head = model.rpn.head(model.backbone(_pad32(image)))
+        boxes, scores, labels = session.run(None, {"image": image.numpy()})
+        _assert_same_detections((boxes, scores, labels), (expected.bbox.numpy(), expected.get_field("scores").numpy(),
+                                                          expected.get_field("labels").numpy()))
+        assert (scores[:-1] >= scores[1:]).all(), "highest score first"
+        if threshold < 0.5:
+            assert boxes[:, 2].max() == w and boxes[:, 3].max() == h  # clipped to W and H, not W - 1, H - 1
+            assert len(boxes) == cfg.TEST.DETECTIONS_PER_IMG
+            with torch.no_grad():
+                assert len(uncut(*head, (h, w), _pad32(image).shape[-2:])[0]) > len(boxes)
+        else:
+            assert 0 < len(boxes) < cfg.TEST.DETECTIONS_PER_IMG
 
 
 def test_no_postprocess_exports_the_raw_head_outputs(trained):
@@ -186,7 +237,7 @@ def test_deformable_convolutions_export_as_deform_conv(trained, tmp_path):
                 module.offset.weight.normal_(0, 0.05)
                 module.offset.bias.normal_(0, 1.0)
     path = str(tmp_path / "dcn.onnx")
-    assert export_onnx(model, path, postprocess=False)[1] == 19
+    assert export_onnx(model, path)[1] == 19  # no post-processor: the raw head outputs
     assert "DeformConv" in {node.op_type for node in onnx.load(path).graph.node}
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     model64 = copy.deepcopy(model).double()
