@@ -34,11 +34,12 @@ from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures import to_image_list
 from fcos_core.utils.amp import autocast_context
 from fcos_core.utils.checkpoint import CATEGORIES, DetectronCheckpointer
+from fcos_core.utils.imagenet_zoo import TORCHVISION_PREFIX, imagenet_requirements
 from fcos_core.utils.visualizer import class_color, draw_boxes, draw_detections, draw_labels, label_texts
 
 __all__ = ["COCODemo", "DemoTransform", "COCO_CATEGORIES", "COCO_THRESHOLDS_FOR_CLASSES",
            "DEFAULT_THRESHOLD", "load_categories", "load_thresholds_file", "category_names",
-           "build_coco_demo", "to_bgr_uint8"]
+           "build_coco_demo", "to_bgr_uint8", "is_untrained_weight"]
 
 
 def to_bgr_uint8(image):
@@ -253,6 +254,16 @@ def load_thresholds_file(path, fallback=DEFAULT_THRESHOLD):
     return thresholds, names
 
 
+def is_untrained_weight(weight):
+    """True when MODEL.WEIGHT ``weight`` (str) leaves the detector untrained: empty, or ImageNet
+    weights that initialise the backbone only (``catalog://ImageNetPretrained/...``,
+    ``torchvision://<model>``, or a path / URL of one of torchvision's ImageNet files)."""
+    weight = str(weight or "")
+    if not weight or weight.startswith(("catalog://ImageNetPretrained", TORCHVISION_PREFIX)):
+        return True
+    return imagenet_requirements(weight) is not None
+
+
 def build_coco_demo(config_file, opts=(), weights=None, thresholds=None, thresholds_file=None,
                     categories_from=None, min_image_size=None):
     """A :class:`COCODemo` from a config file and the demo scripts' options.
@@ -269,7 +280,7 @@ def build_coco_demo(config_file, opts=(), weights=None, thresholds=None, thresho
     opts = list(opts) + (["MODEL.WEIGHT", weights] if weights else [])
     cfg = load_config(config_file, opts)
     weight = cfg.MODEL.WEIGHT
-    if not weight or weight.startswith("catalog://ImageNetPretrained"):
+    if is_untrained_weight(weight):
         print_warning("MODEL.WEIGHT is {!r}: the detector is untrained; pass --weights model.pth".format(weight))
     names = None
     if thresholds_file:
