@@ -208,3 +208,12 @@ def test_inference_checks_the_backend_before_predicting(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"fcos_core\[eval\]"):
         inference(torch.nn.Identity(), _NeverIterated(dataset), "tiny", device="cpu",
                   coco_eval_backend="faster_coco_eval")
+
+
+def test_detections_on_an_image_the_ground_truth_lacks_are_refused_by_both(tmp_path):
+    dataset, _ = write_dataset(tmp_path, 7, num_images=3)
+    results = [{"image_id": 999, "category_id": 2, "bbox": [0, 0, 10, 10], "score": 0.5}]
+    with pytest.raises(ValueError, match=r"image ids that the ground truth does not have: \[999\]"):
+        run_cocoeval(dataset.coco, results, backend="faster_coco_eval")
+    with pytest.raises(AssertionError):  # pycocotools' loadRes: "Results do not correspond to current coco set"
+        run_cocoeval(dataset.coco, results, backend="pycocotools")
