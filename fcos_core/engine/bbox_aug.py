@@ -3,9 +3,10 @@
 As the original (FCOS's ``engine/bbox_aug.py``), per image:
 
 1. passes: the test scale (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST); the same, horizontally flipped
-   (H_FLIP); each of SCALES with the long side capped at MAX_SIZE (the ``Resize`` rule of the data
-   pipeline); each of those flipped too (SCALE_H_FLIP). Every pass resizes the image it is given,
-   never the output of another pass, and flips after resizing;
+   (H_FLIP); each of SCALES with the long side capped at MAX_SIZE; each of those flipped too
+   (SCALE_H_FLIP). Every pass resizes the image it is given, never the output of another pass, by
+   the data pipeline's resize of INPUT.RESIZE_STYLE (``make_resize``: the original's ``Resize``
+   rule, or torchvision's ``TensorResize``), and flips after resizing;
 2. the boxes of a flipped pass are flipped back with ``BoxList.transpose(FLIP_LEFT_RIGHT)``
    (pixel-inclusive: ``x -> W - 1 - x`` in the flipped image's width ``W``);
 3. every pass's boxes are mapped to the first (test-scale) pass's image size with ``BoxList.resize``
@@ -18,15 +19,17 @@ too (the test-scale pass then keeps them as they are, unless the long side was c
 ``Resize`` rule can move a side by a pixel or two), but the extra scales are then resampled from
 the test-scale image rather than from the original.
 
-The resizing works on the already normalised tensor (bilinear, antialiased, as PIL resizes the
-image file in the data pipeline). Per-channel normalisation is affine and resampling is a convex
-combination, so the two commute: resizing the normalised image equals normalising the resized
-one, up to the 8-bit rounding of a resized image file.
+The resizing works on the already normalised tensor. INPUT.RESIZE_STYLE "original": to the sizes
+of the ``Resize`` rule, bilinear and antialiased, as PIL resizes the image file in the data
+pipeline; per-channel normalisation is affine and resampling is a convex combination, so the two
+commute: resizing the normalised image equals normalising the resized one, up to the 8-bit rounding
+of a resized image file. "torchvision": ``TensorResize`` itself, which resizes the normalised
+tensor in the data pipeline too (sides ``floor(side * scale)``, bilinear, not antialiased).
 """
 import torch
 from torchvision.transforms import functional as TF
 
-from fcos_core.data.transforms.transforms import Resize
+from fcos_core.data.transforms import TensorResize, make_resize
 from fcos_core.structures.bounding_box import FLIP_LEFT_RIGHT, BoxList
 from fcos_core.structures.image_list import to_image_list
 
@@ -55,24 +58,29 @@ def _unpadded(images):
     return [t[:, :h, :w] for t, (h, w) in zip(images.tensors, images.image_sizes)]
 
 
-def _resized(image, min_size, max_size):
-    """``image`` [3, h, w] resized by the data pipeline's ``Resize`` rule; itself when the size is kept."""
+def _resized(image, min_size, max_size, resize_style="original"):
+    """``image`` [3, h, w] (normalised) resized as the data pipeline's resize of ``resize_style``
+    (INPUT.RESIZE_STYLE) does; for "original" itself when the size is kept."""
+    resize = make_resize(resize_style, min_size, max_size)
+    if isinstance(resize, TensorResize):
+        return resize(image)
     h, w = image.shape[-2:]
-    size = Resize(min_size, max_size).get_size((w, h))
+    size = resize.get_size((w, h))
     if tuple(size) == (h, w):
         return image
     return TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
-def _detect_pass(model, images, min_size, max_size, hflip, size_divisible):
+def _detect_pass(model, images, min_size, max_size, hflip, size_divisible, resize_style="original"):
     """Detections of one pass, in the coordinates of that pass's (resized, unflipped) images.
 
     Args:
         images: list of [3, h, w] normalised tensors on the model's device.
+        resize_style: INPUT.RESIZE_STYLE, the resize of :func:`_resized`.
     Returns:
         list of BoxList, ``size`` = (width, height) of the resized image.
     """
-    images = [_resized(t, min_size, max_size) for t in images]
+    images = [_resized(t, min_size, max_size, resize_style) for t in images]
     if hflip:
         images = [t.flip(-1) for t in images]
     results = model(to_image_list(images, size_divisible))
@@ -92,7 +100,7 @@ def _pooled(boxlists):
 
 
 def im_detect_bbox_aug(model, images, device, test_size, scales=(), max_size=4000, hflip=False,
-                       scale_hflip=False, size_divisible=0):
+                       scale_hflip=False, size_divisible=0, resize_style="original"):
     """Merged detections of every pass of :func:`tta_passes`, one BoxList per image.
 
     Args:
@@ -101,12 +109,13 @@ def im_detect_bbox_aug(model, images, device, test_size, scales=(), max_size=400
         images: ImageList of normalised images (the original images; see the module docstring).
         test_size, scales, max_size, hflip, scale_hflip: see :func:`tta_passes`.
         size_divisible: padding of each pass's batch (DATALOADER.SIZE_DIVISIBILITY).
+        resize_style: how every pass resizes (INPUT.RESIZE_STYLE: "original" or "torchvision").
     Returns:
         list of BoxList ``xyxy`` in pixels of the test-scale image (its ``size``), fields "scores"
         and "labels", after class-aware NMS and the post-processor's top-k.
     """
     originals = _unpadded(images.to(device))
-    passes = [_detect_pass(model, originals, *p, size_divisible)
+    passes = [_detect_pass(model, originals, *p, size_divisible, resize_style)
               for p in tta_passes(test_size, scales, max_size, hflip, scale_hflip)]
     merged = [_pooled([p[i] for p in passes]) for i in range(len(originals))]
     return model.rpn.box_selector_test.select_over_all_levels(merged)
@@ -124,8 +133,9 @@ def _check_sizes(aug):
 def make_bbox_aug_fn(cfg):
     """``fn(model, images, device) -> list[BoxList]`` for TEST.BBOX_AUG, or None when it is disabled.
 
-    Reads TEST.BBOX_AUG.*, INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (the first pass) and
-    DATALOADER.SIZE_DIVISIBILITY (the padding of every pass, as the plain path's batches).
+    Reads TEST.BBOX_AUG.*, INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (the first pass),
+    DATALOADER.SIZE_DIVISIBILITY (the padding of every pass, as the plain path's batches) and
+    INPUT.RESIZE_STYLE (how every pass resizes, as the data pipeline would).
     """
     aug = cfg.TEST.BBOX_AUG
     if not aug.ENABLED:
@@ -133,7 +143,9 @@ def make_bbox_aug_fn(cfg):
     _check_sizes(aug)
     test_size = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     options = dict(scales=tuple(aug.SCALES), max_size=aug.MAX_SIZE, hflip=aug.H_FLIP,
-                   scale_hflip=aug.SCALE_H_FLIP, size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY)
+                   scale_hflip=aug.SCALE_H_FLIP, size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,
+                   resize_style=cfg.INPUT.RESIZE_STYLE)
+    make_resize(options["resize_style"], *test_size)  # an unknown style: ValueError naming the key, now
 
     def fn(model, images, device):
         return im_detect_bbox_aug(model, images, device, test_size, **options)

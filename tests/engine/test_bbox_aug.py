@@ -183,6 +183,53 @@ def test_top_k_caps_the_merged_detections():
     assert len(result) == 4
 
 
+class RecordingDetector(FakeDetector):
+    """A :class:`FakeDetector` that also keeps each unpadded image it is given: ``images``."""
+
+    def __init__(self, detect, top_n=100):
+        super().__init__(detect, top_n)
+        self.images = []
+
+    def forward(self, images):
+        self.images.extend(t[:, :h, :w].clone() for t, (h, w) in zip(images.tensors, images.image_sizes))
+        return super().forward(images)
+
+
+def test_passes_resize_as_the_torchvision_resize_style():
+    """INPUT.RESIZE_STYLE "torchvision": every pass is ``TensorResize`` of the given image, sides
+    floor(side * scale), bilinear without antialiasing. On 120 x 80: the test scale 40 (scale 0.5,
+    60 x 40) and SCALES 160 capped by MAX_SIZE 200 (scale 5/3: 200 x 133, where the original rule
+    gives 199 x 133). Boxes come back by 60 / 200 in x and 40 / 133 in y."""
+
+    def detect(h, w, flipped):
+        return [(20, 13.3, 100, 66.5, 1, 0.8)] if (h, w) == (133, 200) else []
+
+    image = torch.rand(3, 80, 120, generator=torch.Generator().manual_seed(0))
+    model = RecordingDetector(detect)
+    (result,) = im_detect_bbox_aug(model, to_image_list([image]), "cpu", (40, 1333), scales=(160,), max_size=200,
+                                   resize_style="torchvision")
+    assert [s for s, _ in model.seen] == [(40, 60), (133, 200)]
+    for seen, (min_size, max_size) in zip(model.images, [(40, 1333), (160, 200)]):
+        assert torch.equal(seen, T.TensorResize(min_size, max_size)(image))
+    _assert_rows(result, {1: [[6, 4, 30, 20, 0.8]]})
+    original = RecordingDetector(detect)
+    im_detect_bbox_aug(original, to_image_list([image]), "cpu", (40, 1333), scales=(160,), max_size=200)
+    assert [s for s, _ in original.seen] == [(40, 60), (133, 199)]
+    # same size at the test scale, other pixels: the original style antialiases
+    assert not torch.allclose(model.images[0], original.images[0], atol=1e-3)
+
+
+def test_make_bbox_aug_fn_reads_the_resize_style():
+    images = to_image_list([_ramp(120, 80)])
+    opts = ["TEST.BBOX_AUG.ENABLED", "True", "TEST.BBOX_AUG.SCALES", "(160,)", "TEST.BBOX_AUG.MAX_SIZE", "200"]
+    for style, scale_size in (("original", (133, 199)), ("torchvision", (133, 200))):
+        model = FakeDetector(lambda h, w, flipped: [])
+        make_bbox_aug_fn(_config(*opts, "INPUT.RESIZE_STYLE", style))(model, images, "cpu")
+        assert [s for s, _ in model.seen] == [(80, 120), scale_size]
+    with pytest.raises(ValueError, match="INPUT.RESIZE_STYLE must be one of .*'pil'"):
+        make_bbox_aug_fn(_config(*opts, "INPUT.RESIZE_STYLE", "pil"))
+
+
 def _config(*opts):
     return load_config(QUICKSTART, ["INPUT.MIN_SIZE_TEST", "80", "INPUT.MAX_SIZE_TEST", "1333", *opts])
 
