@@ -8,6 +8,7 @@ changed). :func:`setup_run` then starts the logger and records the command, envi
 import argparse
 import os
 import sys
+import warnings
 
 import torch
 
@@ -49,9 +50,43 @@ def setup_distributed(local_rank):
         backend = "nccl"
     else:
         backend = "gloo"
-    torch.distributed.init_process_group(backend=backend, init_method="env://")
+    store = restarted_group_store()
+    if store is None:
+        torch.distributed.init_process_group(backend=backend, init_method="env://")
+    else:
+        torch.distributed.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                             world_size=int(os.environ["WORLD_SIZE"]))
     synchronize()
     return True
+
+
+def restarted_group_store(environ=None):
+    """The store for the process group of a group that torchrun restarted (``--max-restarts``), or
+    None where ``init_method="env://"`` is right (a first attempt, Slurm, torch.distributed.launch).
+
+    torchrun (torch >= 2.4, c10d rendezvous) keeps one TCPStore for all attempts
+    (TORCHELASTIC_USE_AGENT_STORE=True) and its keys are not cleared between them, so a restarted
+    group would read the dead processes' addresses (Gloo: "Connection refused"; NCCL: a stale
+    unique id; pytorch/pytorch#135712). On one machine every worker has the same
+    TORCHELASTIC_RESTART_COUNT, and the group gets the keys under "fcos_restart_<count>/" of that
+    store. Across machines the counts differ (a machine restarted for another's failure does not
+    count it): a warning says to start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, which
+    gives every attempt a store of its own.
+    """
+    env = os.environ if environ is None else environ
+    restart = int(env.get("TORCHELASTIC_RESTART_COUNT") or 0)
+    if restart == 0 or env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    if env.get("LOCAL_WORLD_SIZE") != env.get("WORLD_SIZE"):
+        warnings.warn(f"torchrun restarted the group (TORCHELASTIC_RESTART_COUNT {restart}) on several machines with "
+                      "one TCPStore for all attempts, whose stale keys can break the new group "
+                      "(pytorch/pytorch#135712): start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1")
+        return None
+    from torch.distributed.constants import default_pg_timeout
+
+    store = torch.distributed.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
+                                       timeout=default_pg_timeout)
+    return torch.distributed.PrefixStore(f"fcos_restart_{restart}", store)
 
 
 def config_from_args(args):
