@@ -16,7 +16,8 @@ no antialiasing, short side 800 capped at 1333 on the long side; boxes resized a
 
 Measured (:func:`bench_loader`): images per second in one process with one thread (what a
 DataLoader worker has), ours and the peer interleaved on the same images, with the ratio of the
-times; the time of each stage of ours; and images per second through a ``torch.utils.data.DataLoader``
+times (and ours with INPUT.RESIZE_STYLE "torchvision", which resizes the normalised tensor as the
+peer does, for reference); the time of each stage of ours; and images per second through a ``torch.utils.data.DataLoader``
 (batch 2 per rank, the config's IMS_PER_BATCH 16 over 8 GPUs) for each number of workers, in total
 and per worker. The JPEGs come from :func:`fcos_core.benchmark.loader_data.make_loader_jpegs`.
 """
@@ -39,6 +40,7 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision import tv_tensors
+from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -49,7 +51,7 @@ from fcos_core.benchmark.timing import interleaved, paired_ratio
 from fcos_core.config import load_config
 from fcos_core.data.collate_batch import BatchCollator
 from fcos_core.data.datasets.image_io import read_image_for_size
-from fcos_core.data.transforms import build_transforms
+from fcos_core.data.transforms import Resize, build_transforms
 from fcos_core.structures.bounding_box import BoxList
 
 DEFAULT_CONFIG = os.path.join("configs", "fcos", "fcos_imprv_R_50_FPN_1x.yaml")
@@ -161,7 +163,8 @@ def in_process(samples, records, rounds, warmup, per_round):
 
     Each round runs every sample on the same ``per_round`` records (the next ones, cycling), one
     after the other; ``warmup`` rounds are discarded. Returns ``{name: {"images_per_s", "ms_per_image",
-    "times"}}`` (median over rounds) and the ratio of ours' time to the peer's as ``ratio`` keys.
+    "times"}}`` (median over rounds) and the ratio of the times of "ours" and "peer" (two of the
+    names) as ``ratio_*`` keys.
     """
     cursor = [0]
 
@@ -180,15 +183,14 @@ def in_process(samples, records, rounds, warmup, per_round):
         med = statistics.median(times[name])
         out[name] = OrderedDict(images_per_s=per_round / med, ms_per_image=1e3 * med / per_round,
                                 times=times[name])
-    names = list(samples)
-    out["ratio_time_ours_over_peer"] = statistics.median(times[names[0]]) / statistics.median(times[names[1]])
-    out["ratio_per_round"] = paired_ratio(times[names[0]], times[names[1]])
+    out["ratio_time_ours_over_peer"] = statistics.median(times["ours"]) / statistics.median(times["peer"])
+    out["ratio_per_round"] = paired_ratio(times["ours"], times["peer"])
     return out
 
 
 def stage_times(ours, records, repeat=2):
     """Median milliseconds per image of each stage of ``ours`` (OursSample) over ``records``: reading
-    (decode, EXIF, RGB) and each transform of its Compose, by name (a name repeated gets ``#2``)."""
+    (decode, EXIF, RGB) and each transform of its Compose, named "<position>.<class name>"."""
     stages = OrderedDict()
     for _ in range(repeat):
         for record in records:
@@ -201,6 +203,35 @@ def stage_times(ours, records, repeat=2):
                 image, target = t(image, target)
                 stages.setdefault("{}.{}".format(k, type(t).__name__), []).append(time.perf_counter() - start)
     return OrderedDict((name, 1e3 * statistics.median(v)) for name, v in stages.items())
+
+
+def alternative_times(records, size, repeat=2):
+    """Median milliseconds per image of two ways to do ours' decode and resize, timed alternately on
+    the same images: PIL (what ours does) and tensors (torchvision.io ``decode_jpeg``; uint8
+    ``interpolate``, bilinear with antialiasing as PIL's) to ``size`` = (H, W) pixels."""
+    fns = OrderedDict([
+        ("decode: PIL (Image.open, load)", lambda r, pil, u: _pil_decode(r["file_name"])),
+        ("decode: torchvision.io.decode_jpeg", lambda r, pil, u: decode_jpeg(read_file(r["file_name"]))),
+        ("resize: PIL bilinear", lambda r, pil, u: pil.resize(size[::-1], Image.BILINEAR)),
+        ("resize: uint8 tensor interpolate", lambda r, pil, u: torch.nn.functional.interpolate(
+            u[None], size=size, mode="bilinear", antialias=True, align_corners=False)),
+    ])
+    times = OrderedDict((name, []) for name in fns)
+    for _ in range(repeat):
+        for record in records:
+            pil, u = _pil_decode(record["file_name"]), decode_jpeg(read_file(record["file_name"]))
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn(record, pil, u)
+                times[name].append(time.perf_counter() - start)
+    return OrderedDict((name, 1e3 * statistics.median(v)) for name, v in times.items())
+
+
+def _pil_decode(path):
+    """The decoded PIL image at ``path``."""
+    with Image.open(path) as image:
+        image.load()
+        return image
 
 
 def profile_text(sample, records, top=15):
@@ -251,13 +282,22 @@ def bench_loader(cfg, records, rounds=5, warmup=1, per_round=20, workers=(1, 2, 
     random.seed(0)
     ours, peer = make_samples(cfg)
     samples = OrderedDict(ours=ours, peer=peer)
-    result = OrderedDict(pipelines=OrderedDict((k, repr(v)) for k, v in samples.items()))
-    result["in_process"] = in_process(samples, records, rounds, warmup, per_round)
+    styled = cfg.clone()
+    styled.defrost()
+    styled.INPUT.RESIZE_STYLE = "torchvision"  # the existing key: resize the normalised tensor, as the peer
+    timed = OrderedDict(samples, ours_resize_style_torchvision=make_samples(styled)[0])
+    result = OrderedDict(pipelines=OrderedDict((k, repr(v)) for k, v in timed.items()))
+    result["in_process"] = in_process(timed, records, rounds, warmup, per_round)
     log("in one process: ours {:.1f} images/s, peer {:.1f} images/s, time ratio ours/peer {:.2f}".format(
         result["in_process"]["ours"]["images_per_s"], result["in_process"]["peer"]["images_per_s"],
         result["in_process"]["ratio_time_ours_over_peer"]))
     result["stages"] = stage_times(ours, records[:per_round])
     log("stages of ours (ms per image): " + ", ".join("{} {:.2f}".format(k, v) for k, v in result["stages"].items()))
+    # (H, W) of the first image after the original's resize rule (800 x 1066 for 640 x 480)
+    size = Resize(cfg.INPUT.MIN_SIZE_TRAIN[0], cfg.INPUT.MAX_SIZE_TRAIN).get_size(
+        (records[0]["width"], records[0]["height"]))
+    result["alternatives"] = alternative_times(records[:per_round], tuple(size))
+    result["alternatives_size"] = list(size)
     ims = cfg.SOLVER.IMS_PER_BATCH
     batch = ims // 8 if ims % 8 == 0 and ims >= 8 else 2
     collates = dict(ours=BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY), peer=peer_collate)
@@ -302,12 +342,16 @@ def loader_markdown(result):
         info["command"]), ""]
     lines += markdown_table(
         ["pipeline (one process, {} thread)".format(info["threads"]), "images/s", "ms/image"],
-        [[name, fmt(ip[name]["images_per_s"]), fmt(ip[name]["ms_per_image"], ".2f")] for name in ("ours", "peer")],
+        [[name, fmt(ip[name]["images_per_s"]), fmt(ip[name]["ms_per_image"], ".2f")]
+         for name in ip if isinstance(ip[name], dict)],
         "lrr")
     lines += ["", "Time ratio ours / peer: {} (median per round {}; below 1: ours is faster).".format(
         fmt(ip["ratio_time_ours_over_peer"], ".2f"), fmt(ip["ratio_per_round"], ".2f")), ""]
     lines += markdown_table(["stage of ours", "ms/image"],
                             [[k, fmt(v, ".2f")] for k, v in result["stages"].items()], "lr")
+    lines.append("")
+    lines += markdown_table(["alternative (to {} x {})".format(*result["alternatives_size"]), "ms/image"],
+                            [[k, fmt(v, ".2f")] for k, v in result["alternatives"].items()], "lr")
     lines.append("")
     note = " ({} CPUs: more workers than cores share them)".format(info["cpus"])
     rows = [[r["pipeline"], "{}{}".format(r["workers"], note if r["workers"] > (info["cpus"] or 1) else ""),

@@ -108,4 +108,8 @@ def test_command_line_writes_the_tables(tmp_path):
     assert result["info"]["cpu"] and "fcos_core.benchmark.loader" in result["info"]["command"]
     text = (tmp_path / "loader.md").read_text()
     assert "Time ratio ours / peer" in text and "| ours | 1 | 2 | 4 |" in text
+    assert "| ours_resize_style_torchvision |" in text  # the existing key's pipeline, for reference
+    assert list(result["alternatives"]) == ["decode: PIL (Image.open, load)", "decode: torchvision.io.decode_jpeg",
+                                            "resize: PIL bilinear", "resize: uint8 tensor interpolate"]
+    assert result["alternatives_size"] == [800, 1066] and all(v > 0 for v in result["alternatives"].values())
     assert "NOT met (n/a)" in text  # no 4-worker row was measured
