@@ -112,8 +112,8 @@ def setup_run(cfg, log_filename="log.txt", save_config=True):
     logger = setup_logger("fcos_core", cfg.OUTPUT_DIR, get_rank(), filename=log_filename)
     logger.info("Command: %s", " ".join(sys.argv))
     if get_world_size() > 1:
-        logger.info("Process group: %d processes over %s, rank %d, local rank %s, rendezvous at %s:%s", get_world_size(),
-                    torch.distributed.get_backend(), get_rank(), os.environ.get("LOCAL_RANK"),
+        logger.info("Process group: %d processes over %s, rank %d, local rank %s, rendezvous at %s:%s",
+                    get_world_size(), torch.distributed.get_backend(), get_rank(), os.environ.get("LOCAL_RANK"),
                     os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"))
     logger.info("Environment:\n%s", "\n".join(f"  {k}: {v}" for k, v in env_rows()))
     logger.info("Running with config:\n%s", cfg)

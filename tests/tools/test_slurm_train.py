@@ -37,8 +37,8 @@ def test_one_task_per_gpu_running_train_net(tmp_path):
     python = srun.index("python")
     assert srun[:python] == ["-p", "gpu", "--job-name=fcos", "--gres=gpu:8", "--ntasks=16", "--ntasks-per-node=8",
                              "--cpus-per-task=5", "--kill-on-bad-exit=1", "--time=1:00:00", "--exclusive"]
-    assert srun[python:] == ["python", "-u", "tools/train_net.py", "--config-file", "configs/fcos/fcos_R_50_FPN_1x.yaml",
-                             "SOLVER.IMS_PER_BATCH", "32", "MASTER_PORT=29611"]
+    assert srun[python:] == ["python", "-u", "tools/train_net.py", "--config-file",
+                             "configs/fcos/fcos_R_50_FPN_1x.yaml", "SOLVER.IMS_PER_BATCH", "32", "MASTER_PORT=29611"]
 
 
 @pytest.mark.parametrize("gpus, per_node", [("2", "2"), ("1", "1")])
