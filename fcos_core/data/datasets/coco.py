@@ -1,24 +1,29 @@
 """COCO-format detection dataset: the json as annotation tools write it, made complete for pycocotools.
 
-The json is read once into memory (the file on disk is never changed) and completed there, so that
-any json that training accepts also evaluates (pycocotools reads the same completed annotations):
+Training reads compact records (:mod:`~fcos_core.data.datasets.coco_records`): the json is streamed
+once and only boxes, labels, image sizes and file names are kept, in numpy arrays that DataLoader
+workers share without copying. The evaluation's ground truth (``dataset.coco``, a pycocotools
+``COCO``) is built only when asked for, from the json read again (the file on disk is never
+changed) and completed in memory, so that any json that training accepts also evaluates:
 
 - ``area`` missing or not a number: ``w * h`` of the ``bbox`` (as COCO does for boxes);
 - ``iscrowd`` missing or not a number: 0; ``id`` missing or repeated: a new unique id;
-- ``segmentation``: absent or in any form, never read (FCOS predicts boxes only);
+- ``segmentation``: absent or in any form, never read (FCOS predicts boxes only) and not kept;
 - annotations that training cannot use (see :func:`data_skip_counts`) are left out of the
   evaluation's ground truth too, as are images without a valid size.
 
-One log line says what was filled in, with counts. Bad data is reported and counted through the
-bookkeeping of :mod:`fcos_core.data.datasets.skips` (re-exported here).
+One log line at construction says what the evaluation will fill in, with counts. Bad data is
+reported and counted through the bookkeeping of :mod:`fcos_core.data.datasets.skips` (re-exported
+here). :class:`~fcos_core.data.datasets.coco_reference.PycocotoolsCOCODataset` is the previous
+implementation (every rank holds the pycocotools object), kept as the reference of the tests and
+the benchmark.
 """
 import contextlib
 import io
-import json
 import logging
-import math
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +34,10 @@ from pycocotools.coco import COCO
 from fcos_core.structures.bounding_box import BoxList
 from fcos_core.utils.rng import seeded_getitem
 
+from .coco_records import as_number as _as_number
+from .coco_records import bbox_values as _bbox_values
+from .coco_records import build_records
+from .coco_records import read_json as _read_json
 from .image_io import READ_ERRORS, read_image_for_size
 from .skips import (  # noqa: F401 (SkipLog, load_rgb_image and data_skip_counts are re-exported)
     ImageFailures,
@@ -43,38 +52,6 @@ logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- COCO json
-def _read_json(ann_file):
-    """The parsed json of ``ann_file`` (a dict with a non-empty "images" list), with clear errors."""
-    if not os.path.isfile(ann_file):
-        raise FileNotFoundError("COCO annotation file {} not found".format(os.path.abspath(ann_file)))
-    try:
-        with open(ann_file) as f:
-            data = json.load(f)
-    except ValueError as e:
-        raise ValueError("COCO annotation file {} is not valid JSON: {}".format(ann_file, e)) from None
-    if not isinstance(data, dict) or not data.get("images"):
-        raise ValueError("COCO annotation file {} lists no images".format(ann_file))
-    categories = data.get("categories")
-    if not isinstance(categories, list) or not categories:
-        raise ValueError("COCO annotation file {} lists no categories (a \"categories\" list of "
-                         "{{\"id\", \"name\"}} is needed)".format(ann_file))
-    bad = [c for c in categories if not isinstance(c, dict) or "id" not in c]
-    if bad:
-        raise ValueError("COCO annotation file {}: category {!r} has no \"id\"".format(ann_file, bad[0]))
-    return data
-
-
-def _as_number(value):
-    """``value`` as a finite float, or None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def complete_annotations(data, skips):
     """Complete the annotations of a parsed COCO json ``data`` in place, so pycocotools can index
     and evaluate them; entries it cannot index (not an object, no "image_id" / "category_id"; images
@@ -149,19 +126,8 @@ def _keep_only(coco, img_ids, ann_ids):
     return _index(data)
 
 
-def _bbox_values(bbox):
-    """(x, y, w, h) floats from a COCO "bbox", or None if it is not 4 finite numbers."""
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        return None
-    if all(type(v) in (float, int) for v in bbox):  # the common case, without the checks of _as_number
-        values = [float(v) for v in bbox]
-        return values if all(map(math.isfinite, values)) else None
-    values = [_as_number(v) for v in bbox]
-    return None if None in values else values
-
-
 class COCODataset(torch.utils.data.Dataset):
-    """Images and boxes of a COCO-format json file (pycocotools), as annotation tools write it.
+    """Images and boxes of a COCO-format json file, as annotation tools write it, held as compact records.
 
     Arguments:
         ann_file (str): COCO json ("images", "annotations", "categories"); "area", "iscrowd" and
@@ -191,8 +157,9 @@ class COCODataset(torch.utils.data.Dataset):
     the raw pixels: the image is then used unrotated and a warning names the file (a rotation that
     keeps the size, such as 180 degrees, cannot be told apart and follows the convention).
 
-    Attributes: ``coco`` (pycocotools COCO of the completed json: the evaluation's ground truth),
-    ``ids`` (json image ids, sorted), ``id_to_img_map`` (index -> json image id),
+    Attributes: ``coco`` (pycocotools COCO of the completed json: the evaluation's ground truth, built
+    on first use), ``ids`` (json image ids, sorted; a read-only sequence over an array),
+    ``id_to_img_map`` (index -> json image id, a read-only mapping),
     ``json_category_id_to_contiguous_id`` and ``contiguous_category_id_to_json_id`` (sorted json
     category ids <-> 1..C), ``categories`` (json id -> name), ``class_names``, ``skipped``
     (Counter, see :func:`data_skip_counts`).
@@ -202,86 +169,77 @@ class COCODataset(torch.utils.data.Dataset):
         self.ann_file, self.root, self.transforms = ann_file, root, transforms
         self.remove_images_without_annotations = remove_images_without_annotations
         self._skips = SkipLog("COCODataset({})".format(ann_file))
-        self.coco = _load_coco(ann_file, self._skips)
-        cat_ids = sorted(self.coco.getCatIds())
+        records, categories, filled, num_annotations = build_records(ann_file, self._skips)
+        _log_completed(ann_file, filled, num_annotations)
+        self._set_categories(categories)
+        self._eval_image_ids = records.image_ids  # the evaluation keeps images without boxes
+        if remove_images_without_annotations:
+            records = records.select(np.flatnonzero(records.num_boxes() > 0))
+            self._log_images_without_boxes(len(self._eval_image_ids), len(records))
+        self._records = records
+        self._coco = None
+        self._finish_setup(len(records))
+
+    def _set_categories(self, categories):
+        """Category attributes from {json category id: name}."""
+        cat_ids = sorted(categories)
         self.json_category_id_to_contiguous_id = {c: i + 1 for i, c in enumerate(cat_ids)}
         self.contiguous_category_id_to_json_id = {v: k for k, v in self.json_category_id_to_contiguous_id.items()}
-        self.categories = {c: str(self.coco.cats[c].get("name", c)) for c in cat_ids}
-        ids = sorted(i for i in self.coco.imgs if self._has_size(i))
-        self._targets, kept_anns = self._parse_annotations(set(ids))
-        if len(ids) < len(self.coco.imgs) or len(kept_anns) < len(self.coco.anns):
-            self.coco = _keep_only(self.coco, set(ids), kept_anns)  # the evaluation sees what training uses
-        if remove_images_without_annotations:
-            kept = [i for i in ids if len(self._targets[i][1]) > 0]
-            if len(kept) < len(ids):
-                logger.info("%s: %d of %d images have no usable box and are left out of training",
-                            self._skips.owner, len(ids) - len(kept), len(ids))
-            ids = kept
-        if not ids:
+        self.categories = {c: categories[c] for c in cat_ids}
+
+    def _log_images_without_boxes(self, before, after):
+        if after < before:
+            logger.info("%s: %d of %d images have no usable box and are left out of training",
+                        self._skips.owner, before - after, before)
+
+    def _finish_setup(self, num_images):
+        """Checks there are images, makes the per-image failure flags, logs the skips and the labels."""
+        if not num_images:
             raise ValueError("{}: no usable image{}".format(
-                self._skips.owner, " with annotations" if remove_images_without_annotations else ""))
-        self.ids = ids
-        self.id_to_img_map = dict(enumerate(ids))
-        self.failures = ImageFailures(len(ids))
+                self._skips.owner, " with annotations" if self.remove_images_without_annotations else ""))
+        self.failures = ImageFailures(num_images)
         self._image_log = SkipLog(self._skips.owner)  # image warnings given by this process, by flag
         self._skips.summarize()
-        logger.info("%s: %d images; label: name (json category id): %s", self._skips.owner, len(ids), ", ".join(
-            "{}: {} ({})".format(label, self.categories[c], c) for label, c in enumerate(cat_ids, start=1)))
+        logger.info("%s: %d images; label: name (json category id): %s", self._skips.owner, num_images, ", ".join(
+            "{}: {} ({})".format(label, self.categories[c], c)
+            for label, c in sorted(self.contiguous_category_id_to_json_id.items())))
 
-    def _has_size(self, img_id):
-        info = self.coco.imgs[img_id]
-        try:
-            ok = int(info["width"]) > 0 and int(info["height"]) > 0 and "file_name" in info
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            self._skips.skip("image_without_size", "image id %s has no valid width/height/file_name; left out",
-                             img_id)
-        return ok
+    @property
+    def ids(self):
+        """The json image ids by index (a read-only sequence of int, ascending)."""
+        return _IntView(self._records.image_ids)
 
-    def _parse_annotations(self, img_ids):
-        """({image id: (boxes float32 [N, 4] xyxy, labels int64 [N])} of the usable non-crowd boxes,
-        set of the ids of the annotations kept for evaluation: those boxes and the valid crowd ones)."""
-        boxes = {i: [] for i in img_ids}
-        labels = {i: [] for i in img_ids}
-        kept = set()
-        for ann in self.coco.dataset["annotations"]:
-            crowd = bool(_as_number(ann["iscrowd"]))  # crowd regions are not objects to detect
-            box = self._usable_box(ann, img_ids, clip=not crowd)
-            if box is None:
-                continue
-            kept.add(ann["id"])
-            if not crowd:
-                boxes[ann["image_id"]].append(box)
-                labels[ann["image_id"]].append(self.json_category_id_to_contiguous_id[ann["category_id"]])
-        targets = {i: (np.asarray(boxes[i], np.float32).reshape(-1, 4), np.asarray(labels[i], np.int64))
-                   for i in img_ids}
-        return targets, kept
+    @property
+    def id_to_img_map(self):
+        """{index: json image id} (a read-only mapping)."""
+        return _IndexToId(self._records.image_ids)
 
-    def _usable_box(self, ann, img_ids, clip=True):
-        """The (clipped when ``clip``) xyxy box of annotation ``ann``, or None (reported) if it cannot be used."""
-        what = "annotation id {}".format(ann.get("id"))
-        if ann["image_id"] not in img_ids:
-            self._skips.skip("unknown_image", "%s refers to image id %s, which is not usable", what, ann["image_id"])
-            return None
-        if ann["category_id"] not in self.json_category_id_to_contiguous_id:
-            self._skips.skip("unknown_category", "%s has category id %s, not in the category list", what,
-                             ann["category_id"])
-            return None
-        values = _bbox_values(ann.get("bbox"))
-        if values is None:
-            self._skips.skip("bad_box", "%s: bbox %r is not 4 finite numbers", what, ann.get("bbox"))
-            return None
-        x, y, w, h = values
-        if w <= 0 or h <= 0:
-            self._skips.skip("empty_box", "%s: box %s has zero or negative size", what, values)
-            return None
-        # pixel-inclusive corners, the conversion of BoxList(mode="xywh").convert("xyxy")
-        xyxy = [x, y, x + max(w - 1, 0.0), y + max(h - 1, 0.0)]
-        if not clip:
-            return xyxy
-        info = self.coco.imgs[ann["image_id"]]
-        return clip_box(xyxy, int(info["width"]), int(info["height"]), self._skips, what)
+    @property
+    def coco(self):
+        """The evaluation's ground truth, a pycocotools COCO built on first use (in this process) from the
+        json completed in memory: the images with a valid size, the annotations training uses and the
+        valid crowd ones (see the module docstring), without segmentations."""
+        if self._coco is None:
+            self._coco = self._ground_truth()
+        return self._coco
+
+    @coco.setter
+    def coco(self, value):
+        self._coco = value
+
+    def _ground_truth(self):
+        data = _read_json(self.ann_file)
+        entries = data.get("annotations") or []
+        keep = self._records.eval_entries()
+        if not isinstance(entries, list) or len(entries) != len(keep):
+            raise RuntimeError("COCO annotation file {} changed since the dataset was built".format(self.ann_file))
+        kept = {id(ann) for ann, k in zip(entries, keep.tolist()) if k}
+        complete_annotations(data, _QuietSkips(self._skips.owner))  # reported at construction already
+        image_ids = set(self._eval_image_ids.tolist())
+        data["images"] = [img for img in data["images"] if img["id"] in image_ids]
+        data["annotations"] = [{k: v for k, v in ann.items() if k != "segmentation"}
+                               for ann in data["annotations"] if id(ann) in kept]
+        return _index(data)
 
     @property
     def class_names(self):
@@ -360,16 +318,67 @@ class COCODataset(torch.utils.data.Dataset):
         """The training boxes of image ``index`` without reading the image: BoxList xyxy
         (pixel-inclusive) in the json's image size, field "labels" (int64 [N], 1..C). Crowd and
         unusable annotations are left out and boxes clipped, by the rules of the class docstring."""
-        info = self.get_img_info(index)
-        boxes, labels = self._targets[self.id_to_img_map[index]]
-        target = BoxList(torch.from_numpy(boxes.copy()), (int(info["width"]), int(info["height"])), mode="xyxy")
-        target.add_field("labels", torch.from_numpy(labels.copy()))
+        boxes, labels = self._records.target(index)
+        width, height = self._records.sizes[index].tolist()
+        target = BoxList(torch.from_numpy(boxes.copy()), (width, height), mode="xyxy")
+        target.add_field("labels", torch.from_numpy(labels.astype(np.int64)))
         return target
 
     def get_img_info(self, index):
-        """The json "images" entry of image ``index``: dict with "height", "width", "file_name", "id"."""
-        return self.coco.imgs[self.id_to_img_map[index]]
+        """The json "images" entry of image ``index``: dict with "height", "width" (int, pixels),
+        "file_name" (str), "id" (int), made from the records (other json keys are not kept)."""
+        width, height = self._records.sizes[index].tolist()
+        return {"id": int(self._records.image_ids[index]), "file_name": self._records.file_name(index),
+                "width": width, "height": height}
 
     def __repr__(self):
         return "{}(ann_file={!r}, root={!r}, images={})".format(type(self).__name__, self.ann_file, self.root,
                                                                 len(self))
+
+
+class _QuietSkips(SkipLog):
+    """A SkipLog that only counts (for a second pass over what was reported already)."""
+
+    def skip(self, reason, message, *args):
+        self.counts[reason] += 1
+
+
+class _IntView(Sequence):
+    """A read-only sequence of Python ints over an int64 array; equal to a list or tuple of the same values."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __len__(self):
+        return len(self._array)
+
+    def __getitem__(self, i):
+        return self._array[i].tolist()
+
+    def __eq__(self, other):
+        if isinstance(other, (list, tuple, _IntView)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return repr(self._array.tolist())
+
+
+class _IndexToId(Mapping):
+    """{index: json image id} over an int64 array, without a dict per image."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __getitem__(self, index):
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self._array):
+            raise KeyError(index)
+        return int(self._array[index])
+
+    def __iter__(self):
+        return iter(range(len(self._array)))
+
+    def __len__(self):
+        return len(self._array)
