@@ -3,8 +3,9 @@
 
 Runs in one process, or in several with ``torchrun --nproc_per_node=N tools/train_net.py ...``
 or ``python -m torch.distributed.launch --nproc_per_node=N tools/train_net.py ...``
-(``--local_rank``, ``--local-rank`` and the LOCAL_RANK variable all work). SOLVER.IMS_PER_BATCH is
-the global batch. Running the same command again resumes from OUTPUT_DIR/last_checkpoint.
+(``--local_rank``, ``--local-rank`` and the LOCAL_RANK variable all work), on several machines
+(torchrun's c10d rendezvous) or under Slurm's srun (tools/slurm_train.sh; see docs/distributed.md).
+SOLVER.IMS_PER_BATCH is the global batch. Running the same command again resumes from OUTPUT_DIR/last_checkpoint.
 After training, DATASETS.TEST is evaluated (unless --skip-test; with SOLVER.TEST_PERIOD > 0 the
 evaluation at MAX_ITER already was that test). A test that cannot run exits non-zero with a
 message that names the saved model.
