@@ -97,3 +97,10 @@ def test_not_an_object(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(json_stream.NotAnObject):
         json_stream.ObjectMembers(str(path))
+
+
+def test_standard_json_module_when_orjson_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(json_stream, "_loads", json.loads)
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(DOCS[0]))
+    assert read_all(str(path)) == DOCS[0]
