@@ -56,31 +56,45 @@ def _train_args(out):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """OUTPUT_DIRs and outputs of: one node x 2 processes, 2 nodes x 1 process (c10d), 2 Slurm tasks."""
-    tmp = tmp_path_factory.mktemp("multinode")
-    data = {"FCOS_DATA_DIR": str(tmp / "data"), "FCOS_SHAPES_NUM_IMAGES": "8"}
-    result = {}
-    one_node = tmp / "one_node"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--standalone",
-               *_train_args(one_node)]
-    result["one_node"] = (one_node, _run_together([command], [_clean_env(data)], [tmp / "one_node.log"])[0])
+def tmp(tmp_path_factory):
+    """A folder for the module's runs, and the environment that makes their (shared) data."""
+    folder = tmp_path_factory.mktemp("multinode")
+    return folder, {"FCOS_DATA_DIR": str(folder / "data"), "FCOS_SHAPES_NUM_IMAGES": "8"}
 
-    two_nodes, port = tmp / "two_nodes", _free_port()
+
+@pytest.fixture(scope="module")
+def one_node(tmp):
+    """The reference: one machine of two processes. (OUTPUT_DIR, rank 0's output)."""
+    folder, data = tmp
+    out = folder / "one_node"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--standalone",
+               *_train_args(out)]
+    return out, _run_together([command], [_clean_env(data)], [folder / "one_node.log"])[0]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp):
+    """Two torchrun "machines" of one process each, joined by the c10d rendezvous. (OUTPUT_DIR, outputs)."""
+    folder, data = tmp
+    out, port = folder / "two_nodes", _free_port()
     commands = [[sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
                  "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}",
-                 "--rdzv-id", "fcos-two-nodes", *_train_args(two_nodes)] for node in (0, 1)]
-    logs = [tmp / f"node{node}.log" for node in (0, 1)]
-    result["two_nodes"] = (two_nodes, _run_together(commands, [_clean_env(data)] * 2, logs))
+                 "--rdzv-id", "fcos-two-nodes", *_train_args(out)] for node in (0, 1)]
+    logs = [folder / f"node{node}.log" for node in (0, 1)]
+    return out, _run_together(commands, [_clean_env(data)] * 2, logs)
 
-    slurm, port = tmp / "slurm", _free_port()
+
+@pytest.fixture(scope="module")
+def slurm(tmp):
+    """Two processes with only Slurm's variables, no torchrun. (OUTPUT_DIR, outputs, MASTER_PORT)."""
+    folder, data = tmp
+    out, port = folder / "slurm", _free_port()
     # what srun gives each task of `srun --nodes 2 --ntasks-per-node 1`; MASTER_PORT as slurm_train.sh sets it
     envs = [_clean_env(dict(data, SLURM_PROCID=str(task), SLURM_NTASKS="2", SLURM_LOCALID="0", SLURM_NODEID=str(task),
                             SLURM_STEP_ID="0", SLURM_NODELIST="127.0.0.[1-2]", MASTER_PORT=str(port)))
             for task in (0, 1)]
-    logs = [tmp / f"task{task}.log" for task in (0, 1)]
-    result["slurm"] = (slurm, _run_together([[sys.executable, *_train_args(slurm)]] * 2, envs, logs), port)
-    return result
+    logs = [folder / f"task{task}.log" for task in (0, 1)]
+    return out, _run_together([[sys.executable, *_train_args(out)]] * 2, envs, logs), port
 
 
 def _latest_losses(out):
@@ -99,10 +113,10 @@ def _assert_same_training(out, reference):
         assert torch.equal(got[key], value), key
 
 
-def test_two_nodes_of_one_process_train_as_one_node_of_two(runs):
-    reference, stdout = runs["one_node"]
+def test_two_nodes_of_one_process_train_as_one_node_of_two(one_node, two_nodes):
+    reference, stdout = one_node
     assert "Training in 2 process(es), 2 images each" in stdout
-    out, node_logs = runs["two_nodes"]
+    out, node_logs = two_nodes
     # rank 0 (on whichever node the rendezvous made first) logs; local rank is 0 on both machines
     rank0 = [log for log in node_logs if "Training in 2 process(es), 2 images each" in log]
     assert len(rank0) == 1
@@ -110,9 +124,9 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two(runs):
     _assert_same_training(out, reference)
 
 
-def test_two_slurm_tasks_without_torchrun_train_as_one_node_of_two(runs):
-    reference, _ = runs["one_node"]
-    out, task_logs, port = runs["slurm"]
+def test_two_slurm_tasks_without_torchrun_train_as_one_node_of_two(one_node, slurm):
+    reference, _ = one_node
+    out, task_logs, port = slurm
     # SLURM_PROCID 0 is rank 0; the rendezvous is on the first host of SLURM_NODELIST
     assert "Training in 2 process(es), 2 images each" in task_logs[0]
     assert f"Process group: 2 processes over gloo, rank 0, local rank 0, rendezvous at 127.0.0.1:{port}" in task_logs[0]
