@@ -13,7 +13,7 @@ import warnings
 import torch
 
 from fcos_core.config import load_config, resolve_device
-from fcos_core.engine.slurm import export_slurm_placement, launcher_placement
+from fcos_core.engine.slurm import export_slurm_placement, launcher_local_rank
 from fcos_core.utils.collect_env import env_rows
 from fcos_core.utils.comm import get_rank, get_world_size, synchronize
 from fcos_core.utils.logger import setup_logger
@@ -26,7 +26,7 @@ def default_argument_parser(description, skip_test=False):
     ``skip_test``, ``--skip-test`` too (tools/train_net.py)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config file")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=launcher_placement().local_rank)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=launcher_local_rank())
     if skip_test:
         parser.add_argument("--skip-test", dest="skip_test", action="store_true", help="do not test the final model")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")

@@ -119,6 +119,16 @@ def launcher_placement(environ=None):
     return Placement(0, 1, _int(env, "LOCAL_RANK", 0), None, None, "none")
 
 
+def launcher_local_rank(environ=None):
+    """The local rank alone (what :func:`launcher_placement` would give), without resolving rank 0's
+    host: LOCAL_RANK under torchrun, SLURM_LOCALID in an ``srun`` step, else LOCAL_RANK or 0."""
+    env = os.environ if environ is None else environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        if "SLURM_PROCID" in env and "SLURM_STEP_ID" in env:
+            return _int(env, "SLURM_LOCALID", 0)
+    return _int(env, "LOCAL_RANK", 0)
+
+
 def _slurm_placement(env):
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_NODELIST") or env.get("SLURM_JOB_NODELIST")
     if "SLURM_NTASKS" not in env or not nodelist:

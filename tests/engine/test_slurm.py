@@ -7,7 +7,8 @@ import pytest
 
 from fcos_core.engine.launch import default_argument_parser
 from fcos_core.engine.slurm import (
-    DEFAULT_MASTER_PORT, Placement, expand_nodelist, export_slurm_placement, first_host, launcher_placement,
+    DEFAULT_MASTER_PORT, Placement, expand_nodelist, export_slurm_placement, first_host, launcher_local_rank,
+    launcher_placement,
 )
 
 
@@ -70,6 +71,19 @@ def test_slurm_variables_become_torchs(monkeypatch):
     assert launcher_placement(_slurm(0, 2, 0, MASTER_ADDR="10.0.0.9")).master_addr == "10.0.0.9"
 
 
+@pytest.mark.parametrize("env, local_rank", [
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, 0),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "SLURM_PROCID": "3", "SLURM_STEP_ID": "0",
+      "SLURM_LOCALID": "3"}, 0),
+    ({"SLURM_PROCID": "3", "SLURM_STEP_ID": "0", "SLURM_LOCALID": "3"}, 3),
+    ({"SLURM_PROCID": "3", "SLURM_LOCALID": "3"}, 0),  # not a step
+    ({"LOCAL_RANK": "2"}, 2),
+    ({}, 0),
+])
+def test_launcher_local_rank(env, local_rank):
+    assert launcher_local_rank(env) == local_rank
+
+
 def test_a_batch_script_without_srun_is_one_process():
     """sbatch's script has SLURM_PROCID 0 and SLURM_NTASKS N but no step: no group to wait for."""
     env = _slurm(0, 8, 0)
@@ -96,5 +110,7 @@ def test_the_argument_parser_takes_the_local_rank_from_slurm(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     for key, value in _slurm(3, 4, 3).items():
         monkeypatch.setenv(key, value)
+    assert default_argument_parser("t").parse_args([]).local_rank == 3
+    monkeypatch.setenv("SLURM_NODELIST", "node[")  # the parser needs no host: a bad list fails later
     assert default_argument_parser("t").parse_args([]).local_rank == 3
     assert default_argument_parser("t").parse_args(["--local-rank", "1"]).local_rank == 1
