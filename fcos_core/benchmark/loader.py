@@ -16,10 +16,11 @@ no antialiasing, short side 800 capped at 1333 on the long side; boxes resized a
 
 Measured (:func:`bench_loader`): images per second in one process with one thread (what a
 DataLoader worker has), ours and the peer interleaved on the same images, with the ratio of the
-times (and ours with INPUT.RESIZE_STYLE "torchvision", which resizes the normalised tensor as the
-peer does, for reference); the time of each stage of ours; and images per second through a ``torch.utils.data.DataLoader``
-(batch 2 per rank, the config's IMS_PER_BATCH 16 over 8 GPUs) for each number of workers, in total
-and per worker. The JPEGs come from :func:`fcos_core.benchmark.loader_data.make_loader_jpegs`.
+times (and ours with INPUT.RESIZE_BACKEND "tensor", torch's uint8 resize instead of PIL's, and with
+INPUT.RESIZE_STYLE "torchvision", which resizes the normalised tensor as the peer does); the time of
+each stage of ours and of PIL's and torch's decode and resize; and images per second through a
+``torch.utils.data.DataLoader`` (batch 2 per rank, the config's IMS_PER_BATCH 16 over 8 GPUs) for
+each number of workers, in total and per worker. The JPEGs come from :func:`fcos_core.benchmark.loader_data.make_loader_jpegs`.
 """
 import argparse
 import cProfile
@@ -268,47 +269,69 @@ def through_dataloader(dataset, collate, workers, batch_size):
                        images_per_s_per_worker=rate / max(workers, 1))
 
 
+def _with(cfg, key, value):
+    """A copy of ``cfg`` with INPUT.<key> = value."""
+    c = cfg.clone()
+    c.defrost()
+    c.INPUT[key] = value
+    return c
+
+
+def pipelines(cfg):
+    """The timed pipelines (name -> callable(record)): "ours" and "peer" (:func:`make_samples`), and ours
+    with the keys that change how the image is resized: INPUT.RESIZE_BACKEND "tensor" (the same sizes,
+    torch's uint8 resize) and INPUT.RESIZE_STYLE "torchvision" (the normalised tensor resized, as the peer)."""
+    ours, peer = make_samples(cfg)
+    return OrderedDict([("ours", ours), ("peer", peer),
+                        ("ours_resize_backend_tensor", make_samples(_with(cfg, "RESIZE_BACKEND", "tensor"))[0]),
+                        ("ours_resize_style_torchvision", make_samples(_with(cfg, "RESIZE_STYLE", "torchvision"))[0])])
+
+
+def dataloader_rows(cfg, records, samples, workers, loader_images, log):
+    """:func:`through_dataloader` rows of every ``samples`` entry for every number of ``workers``: batch 2
+    (the config's IMS_PER_BATCH over 8 GPUs when that divides); ours collated by our BatchCollator
+    (padded to DATALOADER.SIZE_DIVISIBILITY), the peer by torchvision references' collate_fn."""
+    ims = cfg.SOLVER.IMS_PER_BATCH
+    batch = ims // 8 if ims % 8 == 0 and ims >= 8 else 2
+    ours_collate = BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY)
+    rows = []
+    for n in workers:
+        for name, sample in samples.items():
+            collate = peer_collate if name == "peer" else ours_collate
+            row = through_dataloader(RecordDataset(records, sample, loader_images), collate, n, batch)
+            rows.append(OrderedDict([("pipeline", name), ("batch", batch)] + list(row.items())))
+            log("DataLoader {} workers {}: {:.1f} images/s ({:.1f} per worker)".format(
+                name, n, row["images_per_s"], row["images_per_s_per_worker"]))
+    return rows
+
+
 def bench_loader(cfg, records, rounds=5, warmup=1, per_round=20, workers=(1, 2, 4), loader_images=160,
                  threads=1, log=print):
     """The loader benchmark of ``cfg`` (a training config) on ``records`` (see loader_data).
 
     ``threads``: torch threads of the in-process rows (1, as in a DataLoader worker);
-    ``loader_images``: images per DataLoader run (batch 2, the config's IMS_PER_BATCH over 8 GPUs
-    when that divides). ``log`` gets a line per finished part. Returns an OrderedDict with
-    ``in_process`` (see :func:`in_process`), ``stages`` (ms per image of ours' steps), ``dataloader``
-    (a list of rows: pipeline, workers, images/s in total and per worker) and ``goal``.
+    ``loader_images``: images per DataLoader run. ``log`` gets a line per finished part. Returns an
+    OrderedDict with ``in_process`` (see :func:`in_process`, every one of :func:`pipelines`),
+    ``stages`` (ms per image of ours' steps), ``alternatives`` (:func:`alternative_times`),
+    ``dataloader`` (:func:`dataloader_rows` of ours, the peer and ours with RESIZE_BACKEND "tensor")
+    and ``goal``.
     """
     torch.set_num_threads(threads)
     random.seed(0)
-    ours, peer = make_samples(cfg)
-    samples = OrderedDict(ours=ours, peer=peer)
-    styled = cfg.clone()
-    styled.defrost()
-    styled.INPUT.RESIZE_STYLE = "torchvision"  # the existing key: resize the normalised tensor, as the peer
-    timed = OrderedDict(samples, ours_resize_style_torchvision=make_samples(styled)[0])
+    timed = pipelines(cfg)
     result = OrderedDict(pipelines=OrderedDict((k, repr(v)) for k, v in timed.items()))
-    result["in_process"] = in_process(timed, records, rounds, warmup, per_round)
-    log("in one process: ours {:.1f} images/s, peer {:.1f} images/s, time ratio ours/peer {:.2f}".format(
-        result["in_process"]["ours"]["images_per_s"], result["in_process"]["peer"]["images_per_s"],
-        result["in_process"]["ratio_time_ours_over_peer"]))
-    result["stages"] = stage_times(ours, records[:per_round])
+    ip = result["in_process"] = in_process(timed, records, rounds, warmup, per_round)
+    log("in one process (images/s): " + ", ".join("{} {:.1f}".format(k, ip[k]["images_per_s"]) for k in timed)
+        + "; time ratio ours/peer {:.2f}".format(ip["ratio_time_ours_over_peer"]))
+    result["stages"] = stage_times(timed["ours"], records[:per_round])
     log("stages of ours (ms per image): " + ", ".join("{} {:.2f}".format(k, v) for k, v in result["stages"].items()))
     # (H, W) of the first image after the original's resize rule (800 x 1066 for 640 x 480)
     size = Resize(cfg.INPUT.MIN_SIZE_TRAIN[0], cfg.INPUT.MAX_SIZE_TRAIN).get_size(
         (records[0]["width"], records[0]["height"]))
     result["alternatives"] = alternative_times(records[:per_round], tuple(size))
     result["alternatives_size"] = list(size)
-    ims = cfg.SOLVER.IMS_PER_BATCH
-    batch = ims // 8 if ims % 8 == 0 and ims >= 8 else 2
-    collates = dict(ours=BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY), peer=peer_collate)
-    rows = result["dataloader"] = []
-    for n in workers:
-        for name, sample in samples.items():
-            row = through_dataloader(RecordDataset(records, sample, loader_images), collates[name], n, batch)
-            row = OrderedDict([("pipeline", name), ("batch", batch)] + list(row.items()))
-            rows.append(row)
-            log("DataLoader {} workers {}: {:.1f} images/s ({:.1f} per worker)".format(
-                name, n, row["images_per_s"], row["images_per_s_per_worker"]))
+    loaded = OrderedDict((k, timed[k]) for k in ("ours", "peer", "ours_resize_backend_tensor"))
+    rows = result["dataloader"] = dataloader_rows(cfg, records, loaded, workers, loader_images, log)
     four = [r["images_per_s"] for r in rows if r["pipeline"] == "ours" and r["workers"] == 4]
     result["goal"] = OrderedDict(images_per_s_with_4_workers=GOAL_IMAGES_PER_S,
                                  measured=four[0] if four else None,

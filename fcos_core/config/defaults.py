@@ -250,6 +250,12 @@ _C.INPUT.TO_BGR255 = True
 # interpolation of the tensor by scale = min(MIN_SIZE / short side, MAX_SIZE / long
 # side), sizes floor(side * scale)). See docs/torchvision_fcos.md.
 _C.INPUT.RESIZE_STYLE = "original"
+# (new) What resizes the image with RESIZE_STYLE "original" (the sizes are the same):
+# "pil" (PIL's bilinear resize of the decoded image, as the original) or "tensor" (the
+# uint8 image as a tensor, torch's bilinear interpolation with antialiasing: within 2
+# grey levels of PIL's, about 2x faster; docs/benchmark.md "Loader throughput"). "tensor"
+# needs the PIL-based degradations off (PHOTOMETRIC/BLUR/NOISE/JPEG_PROB_TRAIN 0).
+_C.INPUT.RESIZE_BACKEND = "pil"
 # Colour jitter strengths as in maskrcnn-benchmark (torchvision ColorJitter);
 # 0 disables each. The original FCOS has none.
 _C.INPUT.BRIGHTNESS = 0.0

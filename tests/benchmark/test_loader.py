@@ -45,9 +45,10 @@ def test_jpegs_are_coco_sized_seeded_and_reused(tmp_path):
     assert json.loads((tmp_path / RECORDS).read_text())["params"]["seed"] == 2
 
 
+@pytest.mark.parametrize("backend", ["pil", "tensor"])
 @pytest.mark.parametrize("flip", [0.0, 1.0])
-def test_ours_and_the_peer_make_the_same_tensors(cfg, coco_like, flip):
-    ours, peer = L.make_samples(cfg, flip_prob=flip)
+def test_ours_and_the_peer_make_the_same_tensors(cfg, coco_like, flip, backend):
+    ours, peer = L.make_samples(L._with(cfg, "RESIZE_BACKEND", backend), flip_prob=flip)
     for record in coco_like:
         image, target = ours(record)
         theirs, their_target = peer(record)
@@ -73,9 +74,13 @@ def test_the_peer_is_torchvisions_pipeline(cfg):
 
 
 def test_in_process_and_stages_report_every_pipeline(cfg, coco_like):
-    ours, peer = L.make_samples(cfg)
-    out = L.in_process({"ours": ours, "peer": peer}, coco_like, rounds=2, warmup=0, per_round=1)
-    for name in ("ours", "peer"):
+    ours = L.make_samples(cfg)[0]
+    timed = L.pipelines(cfg)
+    assert list(timed) == ["ours", "peer", "ours_resize_backend_tensor", "ours_resize_style_torchvision"]
+    assert timed["ours_resize_backend_tensor"].transforms.transforms[0].backend == "tensor"
+    assert type(timed["ours_resize_style_torchvision"].transforms.transforms[-1]).__name__ == "TensorResize"
+    out = L.in_process(timed, coco_like, rounds=2, warmup=0, per_round=1)
+    for name in timed:
         assert len(out[name]["times"]) == 2 and out[name]["images_per_s"] > 0
         assert out[name]["ms_per_image"] == pytest.approx(1e3 / out[name]["images_per_s"])
     assert out["ratio_time_ours_over_peer"] > 0
@@ -104,7 +109,8 @@ def test_command_line_writes_the_tables(tmp_path):
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    assert [(r["pipeline"], r["workers"], r["images"]) for r in result["dataloader"]] == [("ours", 1, 4), ("peer", 1, 4)]
+    assert [(r["pipeline"], r["workers"], r["images"]) for r in result["dataloader"]] == [
+        ("ours", 1, 4), ("peer", 1, 4), ("ours_resize_backend_tensor", 1, 4)]
     assert result["info"]["cpu"] and "fcos_core.benchmark.loader" in result["info"]["command"]
     text = (tmp_path / "loader.md").read_text()
     assert "Time ratio ours / peer" in text and "| ours | 1 | 2 | 4 |" in text

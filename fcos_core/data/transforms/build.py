@@ -51,28 +51,33 @@ def _scalar(cfg, key, low, high):
     return float(value)
 
 
-def make_resize(resize_style, min_size, max_size, scale_range=(1.0, 1.0)):
+def make_resize(resize_style, min_size, max_size, scale_range=(1.0, 1.0), backend="pil"):
     """The resize op of ``resize_style`` (INPUT.RESIZE_STYLE): "original" -> :class:`Resize` of the
-    PIL image (integer sizes rounded as the original; it goes before ToTensor), "torchvision" ->
-    :class:`TensorResize` of the normalised tensor (it goes after Normalize)."""
+    PIL image (integer sizes rounded as the original; it goes before ToTensor) by ``backend``
+    (INPUT.RESIZE_BACKEND, "pil" or "tensor"), "torchvision" -> :class:`TensorResize` of the
+    normalised tensor (it goes after Normalize; ``backend`` plays no part)."""
     if resize_style not in RESIZE_STYLES:
         raise ValueError("INPUT.RESIZE_STYLE must be one of {}, got {!r}".format(RESIZE_STYLES, resize_style))
-    op = T.Resize if resize_style == "original" else T.TensorResize
-    return op(min_size, max_size, scale_range=scale_range)
+    if backend not in T.RESIZE_BACKENDS:
+        raise ValueError("INPUT.RESIZE_BACKEND must be one of {}, got {!r}".format(T.RESIZE_BACKENDS, backend))
+    if resize_style == "original":
+        return T.Resize(min_size, max_size, scale_range=scale_range, backend=backend)
+    return T.TensorResize(min_size, max_size, scale_range=scale_range)
 
 
-def inference_transforms(min_size, max_size, pixel_mean, pixel_std, to_bgr255, resize_style="original"):
+def inference_transforms(min_size, max_size, pixel_mean, pixel_std, to_bgr255, resize_style="original",
+                         resize_backend="pil"):
     """The test pipeline: a :class:`Compose` of ``(image, target)`` on a PIL RGB image (a bare image:
     :func:`transform_image`).
 
     "original": Resize, ToTensor, Normalize; "torchvision": ToTensor, Normalize, TensorResize (as
     torchvision's detection models: normalise, then interpolate). ``min_size`` None: no resize
     (test-time augmentation resizes its passes itself). ``pixel_mean``/``pixel_std``/``to_bgr255``
-    as :class:`Normalize`; sizes in pixels.
+    as :class:`Normalize`; sizes in pixels; ``resize_backend`` as :func:`make_resize`.
     """
     ops = [T.ToTensor(), T.Normalize(mean=pixel_mean, std=pixel_std, to_bgr255=to_bgr255)]
     if min_size is not None:
-        resize = make_resize(resize_style, min_size, max_size)
+        resize = make_resize(resize_style, min_size, max_size, backend=resize_backend)
         ops = [resize] + ops if resize_style == "original" else ops + [resize]
     return T.Compose(ops)
 
@@ -96,11 +101,13 @@ def _train_resize(cfg):
     MAX_SIZE_TRAIN, SCALE_JITTER_TRAIN)."""
     min_size = train_min_sizes(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_RANGE_TRAIN)
     jitter = _range(cfg, "SCALE_JITTER_TRAIN", 1e-6, float("inf"))
-    return make_resize(cfg.INPUT.RESIZE_STYLE, min_size, cfg.INPUT.MAX_SIZE_TRAIN, scale_range=jitter)
+    return make_resize(cfg.INPUT.RESIZE_STYLE, min_size, cfg.INPUT.MAX_SIZE_TRAIN, scale_range=jitter,
+                       backend=cfg.INPUT.RESIZE_BACKEND)
 
 
 def _photometric_ops(cfg):
-    """PhotoMetricDistortion, blur, noise and JPEG re-compression, each where its probability > 0."""
+    """PhotoMetricDistortion, blur, noise and JPEG re-compression, each where its probability > 0
+    (ValueError if any is on with RESIZE_BACKEND "tensor", as they need a PIL image)."""
     distortion = P.PhotoMetricDistortion(
         brightness_delta=_scalar(cfg, "PHOTOMETRIC_BRIGHTNESS_DELTA", 0, 255),
         contrast_range=_range(cfg, "PHOTOMETRIC_CONTRAST_RANGE", 0, float("inf")),
@@ -114,7 +121,12 @@ def _photometric_ops(cfg):
         P.RandomJPEGCompression(_range(cfg, "JPEG_QUALITY_TRAIN", 1, 100, integers=True),
                                 _probability(cfg, "JPEG_PROB_TRAIN")),
     ]
-    return [op for op in candidates if op.prob > 0]
+    ops = [op for op in candidates if op.prob > 0]
+    if ops and cfg.INPUT.RESIZE_STYLE == "original" and cfg.INPUT.RESIZE_BACKEND == "tensor":
+        raise ValueError("INPUT.RESIZE_BACKEND 'tensor' hands a tensor to {}, which needs a PIL image: use "
+                         "RESIZE_BACKEND 'pil' or set their INPUT.*_PROB_TRAIN to 0".format(
+                             ", ".join(type(op).__name__ for op in ops)))
+    return ops
 
 
 def build_transforms(cfg, is_train=True):
@@ -132,6 +144,8 @@ def build_transforms(cfg, is_train=True):
 
     With INPUT.RESIZE_STYLE "torchvision" the resize is a :class:`TensorResize` at the end, after
     Normalize, as torchvision's models resize (so flips and degradations see the unresized image).
+    With "original" and INPUT.RESIZE_BACKEND "tensor" the Resize hands a uint8 tensor on (flip and
+    ToTensor take it; the PIL-based degradations do not, so they must be off).
 
     Raises ValueError naming the INPUT key whose value is out of range.
     """
@@ -143,7 +157,8 @@ def build_transforms(cfg, is_train=True):
         # test-time augmentation resizes every pass from the original image itself
         # (engine/bbox_aug.py), as the original's loader hands it the images unresized
         min_size = None if cfg.TEST.BBOX_AUG.ENABLED else cfg.INPUT.MIN_SIZE_TEST
-        return inference_transforms(min_size, cfg.INPUT.MAX_SIZE_TEST, *normalize, resize_style=style)
+        return inference_transforms(min_size, cfg.INPUT.MAX_SIZE_TEST, *normalize, resize_style=style,
+                                    resize_backend=cfg.INPUT.RESIZE_BACKEND)
     ops = []
     jitter = (cfg.INPUT.BRIGHTNESS, cfg.INPUT.CONTRAST, cfg.INPUT.SATURATION, cfg.INPUT.HUE)
     if any(v > 0 for v in jitter):
