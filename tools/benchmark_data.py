@@ -7,6 +7,10 @@ Rows (``--only`` picks some; default all):
   peak from VmHWM) and each DataLoader worker's Private_Dirty growth over one epoch of ``dataset[i]``,
   before (pycocotools-backed) and after (compact records), each in a fresh child process
   (fcos_core.benchmark.dataset_memory). Needs ``--ann-file``.
+* ``coco_eval``: COCO evaluation of 5,000 images x 100 detections (``--eval-images``,
+  ``--eval-detections``; seeded, made in memory) by pycocotools and by faster-coco-eval
+  (TEST.COCO_EVAL_BACKEND), interleaved in one process: seconds, the ratio to pycocotools (goal at
+  most 0.15) and the largest difference of the twelve numbers (fcos_core.benchmark.eval_backends).
 
 Example (the json from tools/make_coco_like.py)::
 

@@ -15,7 +15,8 @@ process, one thread of Python; rounds interleaved (pycocotools, faster_coco_eval
 the median of ``--rounds`` is reported with the ratio faster / pycocotools (goal: at most 0.15) and
 the largest difference of the twelve numbers between the two.
 
-``python -m fcos_core.benchmark.eval_backends [--images N] [--detections K] [--rounds R] [--json PATH]``
+``python -m fcos_core.benchmark.eval_backends [--images N] [--detections K] [--rounds R] [--json PATH]``,
+or the row ``coco_eval`` of ``tools/benchmark_data.py`` (options ``--eval-images`` etc.).
 """
 import argparse
 import contextlib
@@ -32,6 +33,7 @@ from collections import OrderedDict
 import numpy as np
 from pycocotools.coco import COCO
 
+from fcos_core.benchmark.data import register_row
 from fcos_core.benchmark.timing import interleaved, paired_ratio
 from fcos_core.data.datasets.evaluation.coco.backends import backend_version, resolve_backend
 from fcos_core.data.datasets.evaluation.coco.coco_eval import evaluate_predictions_on_coco
@@ -154,6 +156,35 @@ def eval_markdown(result):
                   result["ratio_faster_over_pycocotools"], result["ratio_per_round"], result["goal"]["ratio"],
                   "met" if result["goal"]["met"] else "NOT met", result["max_abs_stats_difference"])]
     return lines
+
+
+def _row_arguments(parser):
+    """The row's options in tools/benchmark_data.py (prefixed: the script has other rows)."""
+    parser.add_argument("--eval-images", type=int, default=5000, help="coco_eval: images (COCO val: 5,000)")
+    parser.add_argument("--eval-detections", type=int, default=100, help="coco_eval: detections per image")
+    parser.add_argument("--eval-rounds", type=int, default=3, help="coco_eval: timed interleaved rounds")
+    parser.add_argument("--eval-seed", type=int, default=0, help="coco_eval: seed of the problem")
+
+
+@register_row("coco_eval", "COCO evaluation time: pycocotools against faster-coco-eval (TEST.COCO_EVAL_BACKEND)",
+              add_arguments=_row_arguments)
+def coco_eval_rows(args):
+    """The benchmark_data row: one dict per backend (time, ratio to pycocotools, AP, agreement)."""
+    logging.getLogger("fcos_core").setLevel(logging.WARNING)
+    result = bench_eval_backends(args.eval_images, args.eval_detections, args.eval_rounds, seed=args.eval_seed,
+                                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    p, ref = result["problem"], result["backends"]["pycocotools"]
+    rows = []
+    for name, r in result["backends"].items():
+        rows.append(OrderedDict(
+            backend=name, version=r["version"], images=p["images"], detections=p["detections"],
+            rounds_s=", ".join("{:.1f}".format(t) for t in r["seconds"]), median_s=r["median_s"],
+            ratio_to_pycocotools=r["median_s"] / ref["median_s"],
+            ratio_per_round=1.0 if name == "pycocotools" else result["ratio_per_round"], AP=r["stats"][0],
+            max_abs_stats_difference=float(np.abs(np.subtract(r["stats"], ref["stats"])).max()),
+            goal="" if name == "pycocotools" else "<= {}: {}".format(GOAL_RATIO, "met" if result["goal"]["met"]
+                                                                   else "NOT met")))
+    return rows
 
 
 def add_arguments(parser):

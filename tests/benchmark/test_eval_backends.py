@@ -2,7 +2,10 @@
 both backends are timed in one process and agree, the markdown names the CPU and the command."""
 import pytest
 
-from fcos_core.benchmark.eval_backends import eval_markdown, main, make_problem
+import argparse
+
+from fcos_core.benchmark.data import load_rows
+from fcos_core.benchmark.eval_backends import coco_eval_rows, eval_markdown, main, make_problem
 
 pytest.importorskip("faster_coco_eval", reason="faster-coco-eval is in the dev extra: pip install -e .[dev]")
 
@@ -34,3 +37,19 @@ def test_main_times_both_backends_and_writes_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "CPU: " in text and "--images 30 --detections 20" in text and "| pycocotools |" in text
     assert "\n".join(eval_markdown(result)) in text
+
+
+def test_the_benchmark_data_row_gives_one_line_per_backend():
+    title, fn, add_arguments = load_rows()["coco_eval"]
+    assert fn is coco_eval_rows and "faster-coco-eval" in title
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--eval-images", "20", "--eval-detections", "10", "--eval-rounds", "1"])
+    rows = coco_eval_rows(args)
+    assert [r["backend"] for r in rows] == ["pycocotools", "faster_coco_eval"]
+    assert all(list(r) == list(rows[0]) for r in rows)  # same columns
+    ref, fast = rows
+    assert ref["images"] == fast["images"] == 20 and ref["detections"] == 200
+    assert ref["ratio_to_pycocotools"] == 1.0 and fast["ratio_to_pycocotools"] == fast["median_s"] / ref["median_s"]
+    assert fast["max_abs_stats_difference"] < 1e-12 and fast["AP"] == pytest.approx(ref["AP"], abs=1e-12)
+    assert fast["goal"].startswith("<= 0.15: ")
