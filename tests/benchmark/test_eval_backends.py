@@ -1,13 +1,12 @@
 """The evaluation-backend benchmark on a small problem: the seeded problem has the promised shape,
 both backends are timed in one process and agree, the markdown names the CPU and the command."""
-import pytest
-
 import argparse
+
+import faster_coco_eval  # noqa: F401  (in the dev extra: these tests fail, never skip, without it)
+import pytest
 
 from fcos_core.benchmark.data import load_rows
 from fcos_core.benchmark.eval_backends import coco_eval_rows, eval_markdown, main, make_problem
-
-pytest.importorskip("faster_coco_eval", reason="faster-coco-eval is in the dev extra: pip install -e .[dev]")
 
 
 def test_the_problem_is_seeded_and_has_exactly_k_detections_per_image():

@@ -32,8 +32,6 @@ evaluated (AP 0) instead of building an unusable empty results object; pycocotoo
 captured and sent to the logger; results are saved as json rather than a pickled ``COCOResults``;
 ``segm``/``keypoints`` are refused (FCOS predicts boxes only).
 """
-import contextlib
-import io
 import json
 import logging
 import math
@@ -42,6 +40,7 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 import torch
+
 from fcos_core.structures.bounding_box import BoxList
 from fcos_core.structures.boxlist_ops import boxlist_iou
 
