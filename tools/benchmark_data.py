@@ -11,6 +11,11 @@ Rows (``--only`` picks some; default all):
   ``--eval-detections``; seeded, made in memory) by pycocotools and by faster-coco-eval
   (TEST.COCO_EVAL_BACKEND), interleaved in one process: seconds, the ratio to pycocotools (goal at
   most 0.15) and the largest difference of the twelve numbers (fcos_core.benchmark.eval_backends).
+* ``loader``: images/s of our training pipeline (image_io reading, build_transforms of
+  fcos_imprv_R_50_FPN_1x) against torchvision's reference detection transforms on seeded 640 x 480
+  JPEGs (``--loader-images-dir``, made on demand): in one process with 1 thread (time / the peer's)
+  and through a DataLoader per ``--loader-workers`` (in total and per worker; goal at least 8
+  images/s per rank with 4) (fcos_core.benchmark.loader; alone: ``python -m fcos_core.benchmark.loader``).
 
 Example (the json from tools/make_coco_like.py)::
 

@@ -18,7 +18,7 @@ import sys
 from collections import OrderedDict
 
 # modules whose import registers rows (dataset memory and build time first)
-ROW_MODULES = ["fcos_core.benchmark.dataset_memory", "fcos_core.benchmark.eval_backends"]
+ROW_MODULES = ["fcos_core.benchmark.dataset_memory", "fcos_core.benchmark.eval_backends", "fcos_core.benchmark.loader"]
 ROWS = OrderedDict()  # name -> (title, function(args) -> list of dicts, add_arguments(parser) or None)
 ISA_FLAGS = ("sse4_2", "avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 

@@ -45,6 +45,7 @@ from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from fcos_core.benchmark.data import register_row
 from fcos_core.benchmark.loader_data import make_loader_jpegs
 from fcos_core.benchmark.models import ROOT
 from fcos_core.benchmark.report import fmt, markdown_table
@@ -386,6 +387,37 @@ def loader_markdown(result):
     lines += ["", "Goal: at least {} images/s per rank with NUM_WORKERS 4: {} ({}).".format(
         fmt(goal["images_per_s_with_4_workers"]), "met" if goal["met"] else "NOT met", fmt(goal["measured"]))]
     return lines
+
+
+def _row_arguments(parser):
+    """The row's options in tools/benchmark_data.py (prefixed: the script has other rows)."""
+    parser.add_argument("--loader-images-dir", default=os.path.join(ROOT, "output", "loader_jpegs"),
+                        help="loader: where the 640 x 480 JPEGs are made (reused)")
+    parser.add_argument("--loader-count", type=int, default=200, help="loader: JPEGs")
+    parser.add_argument("--loader-rounds", type=int, default=5, help="loader: timed rounds in one process")
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[1, 2, 4], help="loader: NUM_WORKERS values")
+    parser.add_argument("--loader-dataloader-images", type=int, default=160, help="loader: images per DataLoader run")
+
+
+@register_row("loader", "Loader throughput: our training pipeline against torchvision's reference detection "
+              "transforms (images/s; one process with 1 thread, and a DataLoader per NUM_WORKERS)",
+              add_arguments=_row_arguments)
+def loader_rows(args):
+    """The benchmark_data row: one dict per pipeline in one process and per (pipeline, NUM_WORKERS)."""
+    records = make_loader_jpegs(args.loader_images_dir, args.loader_count)
+    result = bench_loader(load_config(os.path.join(ROOT, DEFAULT_CONFIG)), records, args.loader_rounds,
+                          workers=tuple(args.loader_workers), loader_images=args.loader_dataloader_images,
+                          log=lambda s: print(s, file=sys.stderr, flush=True))
+    ip, rows = result["in_process"], []
+    for name in result["pipelines"]:
+        rows.append(OrderedDict(pipeline=name, where="one process, 1 thread", workers="", images_per_s=ip[name][
+            "images_per_s"], images_per_s_per_worker=ip[name]["images_per_s"],
+            time_over_peer=ip[name]["ms_per_image"] / ip["peer"]["ms_per_image"]))
+    for r in result["dataloader"]:
+        rows.append(OrderedDict(pipeline=r["pipeline"], where="DataLoader, batch {}".format(r["batch"]),
+                                workers=r["workers"], images_per_s=r["images_per_s"],
+                                images_per_s_per_worker=r["images_per_s_per_worker"], time_over_peer=""))
+    return rows
 
 
 def add_arguments(parser):

@@ -119,3 +119,19 @@ def test_command_line_writes_the_tables(tmp_path):
                                             "resize: PIL bilinear", "resize: uint8 tensor interpolate"]
     assert result["alternatives_size"] == [800, 1066] and all(v > 0 for v in result["alternatives"].values())
     assert "NOT met (n/a)" in text  # no 4-worker row was measured
+
+
+def test_row_of_tools_benchmark_data(tmp_path):
+    out = tmp_path / "data.json"
+    cmd = [sys.executable, str(ROOT / "tools" / "benchmark_data.py"), "--only", "loader", "--loader-images-dir",
+           str(tmp_path / "jpegs"), "--loader-count", "2", "--loader-rounds", "1", "--loader-workers", "0",
+           "--loader-dataloader-images", "6", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]["loader"]
+    assert [(r["pipeline"], r["workers"]) for r in rows] == [
+        ("ours", ""), ("peer", ""), ("ours_resize_backend_tensor", ""), ("ours_resize_style_torchvision", ""),
+        ("ours", 0), ("peer", 0), ("ours_resize_backend_tensor", 0)]
+    assert rows[1]["time_over_peer"] == 1.0 and all(r["images_per_s"] > 0 for r in rows)
+    assert "Loader throughput" in proc.stdout
