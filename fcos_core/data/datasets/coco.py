@@ -36,7 +36,7 @@ from fcos_core.utils.rng import seeded_getitem
 
 from .coco_records import as_number as _as_number
 from .coco_records import bbox_values as _bbox_values
-from .coco_records import build_records
+from .coco_records import build_records, release_freed_memory
 from .coco_records import read_json as _read_json
 from .image_io import READ_ERRORS, read_image_for_size
 from .skips import (  # noqa: F401 (SkipLog, load_rgb_image and data_skip_counts are re-exported)
@@ -175,6 +175,7 @@ class COCODataset(torch.utils.data.Dataset):
         self._eval_image_ids = records.image_ids  # the evaluation keeps images without boxes
         if remove_images_without_annotations:
             records = records.select(np.flatnonzero(records.num_boxes() > 0))
+            release_freed_memory()  # the arrays of all images, just freed
             self._log_images_without_boxes(len(self._eval_image_ids), len(records))
         self._records = records
         self._coco = None
