@@ -100,7 +100,14 @@ def test_not_an_object(tmp_path):
 
 
 def test_standard_json_module_when_orjson_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(json_stream, "_loads", json.loads)
+    monkeypatch.setattr(json_stream, "orjson", None)
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(DOCS[0]))
     assert read_all(str(path)) == DOCS[0]
+
+
+def test_nan_and_infinity_as_json_dump_writes_them(tmp_path):
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps({"images": [{"b": [1, float("nan"), float("inf")]}], "x": -float("inf")}))
+    got = read_all(str(path))
+    assert got["x"] == -float("inf") and got["images"][0]["b"][0] == 1 and got["images"][0]["b"][2] == float("inf")
