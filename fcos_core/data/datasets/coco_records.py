@@ -13,7 +13,9 @@ images without an integer size or a file name are left out (``image_without_size
 annotation is checked in order: ``unknown_image``, ``unknown_category``, ``bad_box`` (not 4 finite
 numbers), ``empty_box``; non-crowd boxes are converted to pixel-inclusive xyxy and clipped
 (:func:`~fcos_core.data.datasets.skips.clip_box`: ``outside_image``, ``too_small``, ``clipped``).
-Each skip is counted through the SkipLog given (messages at most ``SkipLog.MAX_MESSAGES`` per reason).
+Each skip is counted through the SkipLog given (messages at most ``SkipLog.MAX_MESSAGES`` per reason);
+messages name an annotation by its json "id", or by its place in the json ("annotation #k") when it
+has no integer id (the ids the evaluation fills in are only made when ``dataset.coco`` is built).
 """
 import ctypes
 import gc
