@@ -83,6 +83,9 @@ def build_parser():
                              "else COCO's for 80 classes)")
     parser.add_argument("--min-image-size", type=int, default=0,
                         help="short side fed to the model, pixels (default: INPUT.MIN_SIZE_TEST)")
+    parser.add_argument("--backend", default=None, choices=("pytorch", "onnxruntime", "openvino"),
+                        help="what runs the model (TEST.BACKEND): the ONNX export under onnxruntime or "
+                             "OpenVINO is made on first use and cached (default: the config's, pytorch)")
     return parser
 
 
@@ -188,6 +191,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     inputs, opts = split_inputs(args.inputs)
+    opts += ["TEST.BACKEND", args.backend] if args.backend else []
     paths = expand_images(parser, inputs)
     try:
         weights, config_file = model_and_config(args.weights, args.config_file)
@@ -196,7 +200,8 @@ def main(argv=None):
     try:
         demo = build_coco_demo(config_file, opts, weights=weights, thresholds=args.thresholds,
                                thresholds_file=args.thresholds_file, categories_from=args.categories_from, min_image_size=args.min_image_size or None)
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:  # missing / corrupted weights, names that do not fit
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:  # missing / corrupted weights, names that
+        # do not fit, a TEST.BACKEND that is not installed or cannot run the graph
         parser.exit(1, "{}: error: {}\n".format(parser.prog, exc))
     os.makedirs(args.output, exist_ok=True)
     done = run(demo, paths, args.output, args.json)

@@ -7,7 +7,7 @@ images; rank 0 gathers and evaluates. The work is done by :mod:`fcos_core.engine
 """
 import sys
 
-from fcos_core.engine.defaults import load_model_for_test, run_test
+from fcos_core.engine.defaults import load_model_for_test, make_test_runner, run_test
 from fcos_core.engine.launch import (
     config_from_args, default_argument_parser, setup_distributed, setup_run, teardown_distributed,
 )
@@ -22,7 +22,7 @@ def main(argv=None):
     distributed = setup_distributed(args.local_rank)
     cfg = config_from_args(args)
     setup_run(cfg, log_filename="test_log.txt", save_config=False)
-    results = run_test(cfg, load_model_for_test(cfg), distributed)
+    results = run_test(cfg, load_model_for_test(cfg), distributed, runner=make_test_runner(cfg))
     teardown_distributed(distributed)
     return 0 if results else 1
 

@@ -408,6 +408,17 @@ _C.TEST.FUSE_FROZEN_BN = True
 # "faster_coco_eval" (the same numbers, faster; pip install
 # "fcos_core[eval]"). The log and coco_results.json name the one used.
 _C.TEST.COCO_EVAL_BACKEND = "auto"
+# (new) What runs the detector in tools/test_net.py, COCODemo, the demos and the
+# fcos command: "pytorch", or the model's ONNX export (post-processing included,
+# fcos_core/export/onnx.py) under "onnxruntime" (pip install "fcos_core[export]")
+# or "openvino" (pip install "fcos_core[openvino]"), on the CPU in float32, with
+# the same pre-processing and output (fcos_core/export/runtime.py). The export is
+# made on first use and cached (TEST.ONNX_CACHE_DIR). Evaluations during
+# training always run the PyTorch model.
+_C.TEST.BACKEND = "pytorch"
+# (new) Folder of the TEST.BACKEND exports, keyed by config, weights and opset;
+# "" is $TORCH_HOME/fcos_onnx_cache (~/.cache/torch/fcos_onnx_cache).
+_C.TEST.ONNX_CACHE_DIR = ""
 
 # Test-time augmentation: detections at several scales and/or flipped are
 # pooled and go through the same class-wise NMS and top-k as one image.

@@ -110,9 +110,10 @@ def train(cfg, local_rank, distributed, logger=None):
     return model
 
 
-def run_test(cfg, model, distributed):
+def run_test(cfg, model, distributed, runner=None):
     """Evaluate ``model`` on every DATASETS.TEST entry, as TEST.* says (folded norms, AMP,
     channels_last, test-time augmentation); results under OUTPUT_DIR/inference/<name>/.
+    ``runner`` (:func:`make_test_runner`: TEST.BACKEND's ONNX runtime), when given, replaces ``model``.
 
     Returns:
         list: one evaluation result per dataset (rank 0; the others get None entries).
@@ -140,7 +141,8 @@ def run_test(cfg, model, distributed):
                 model, loader, dataset_name=name, iou_types=("bbox",), box_only=False, device=cfg.MODEL.DEVICE,
                 expected_results=cfg.TEST.EXPECTED_RESULTS,
                 expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL, output_folder=folder,
-                bbox_aug_fn=make_bbox_aug_fn(cfg), coco_eval_backend=cfg.TEST.COCO_EVAL_BACKEND, **options,
+                bbox_aug_fn=make_bbox_aug_fn(cfg), coco_eval_backend=cfg.TEST.COCO_EVAL_BACKEND, runner=runner,
+                **options,
             ))
         except Exception as exc:  # e.g. pycocotools on a broken json (rank 0 only): keep the barriers in step
             logging.getLogger("fcos_core.inference").error("Evaluation of %s failed: %s: %s", name,
@@ -168,3 +170,14 @@ def load_model_for_test(cfg):
     extra = checkpointer.load(weight or None, use_latest=not weight)
     check_test_classes(cfg, extra.get("categories"))
     return model
+
+
+def make_test_runner(cfg):
+    """TEST.BACKEND's runner for tools/test_net.py (None for "pytorch"): the ONNX export of
+    MODEL.WEIGHT, else of the latest checkpoint of OUTPUT_DIR (:mod:`fcos_core.export.runtime`)."""
+    if cfg.TEST.BACKEND == "pytorch":
+        return None
+    from fcos_core.export.runtime import make_backend_runner
+
+    weight = cfg.MODEL.WEIGHT or DetectronCheckpointer(cfg, None, save_dir=cfg.OUTPUT_DIR).get_checkpoint_file()
+    return make_backend_runner(resolve_num_classes_for_inference(cfg, weight), weight)

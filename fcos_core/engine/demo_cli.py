@@ -59,7 +59,7 @@ def demo_from_args(args, opts):
         return build_coco_demo(config_file, opts, weights=weights, thresholds=args.thresholds,
                                thresholds_file=args.thresholds_file, categories_from=args.categories_from,
                                min_image_size=args.min_image_size)
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:  # OSError, ImportError: TEST.BACKEND's
         raise SystemExit("error: {}".format(exc)) from None
 
 

@@ -92,20 +92,24 @@ def forward_for_inference(model, images, device, amp_dtype=None, channels_last=F
 
 
 def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last=False, bbox_aug_fn=None,
-                       fuse_bn=False):
+                       fuse_bn=False, runner=None):
     """Predictions of ``model`` for every image of ``data_loader``: ``{dataset index: BoxList}`` on the CPU.
 
     ``bbox_aug_fn(model, images, device)``, when given, replaces the plain forward pass
     (test-time augmentation, TEST.BBOX_AUG). ``fuse_bn`` and ``channels_last`` run a copy of
     ``model`` prepared by :func:`prepare_for_inference`; ``model`` is left as it was (but in eval mode).
+    ``runner`` (TEST.BACKEND's, :func:`fcos_core.export.runtime.make_backend_runner`), when given,
+    replaces ``model``: ``runner(images)`` gives the detections.
     """
     model.eval()
-    model = prepare_for_inference(model, fuse_bn, channels_last)
+    model = prepare_for_inference(model, fuse_bn, channels_last) if runner is None else None
     results = {}
     show = is_main_process() and sys.stderr.isatty()
     for images, _targets, image_ids in tqdm(data_loader, desc="inference", disable=not show, dynamic_ncols=True):
         with torch.no_grad():
-            if bbox_aug_fn is not None:
+            if runner is not None:
+                output = runner(images)
+            elif bbox_aug_fn is not None:
                 with autocast_context(device, amp_dtype):
                     output = bbox_aug_fn(model, images, device)
             else:
@@ -183,12 +187,14 @@ def inference(
     bbox_aug_fn=None,
     fuse_bn=False,
     coco_eval_backend="auto",
+    runner=None,
 ):
     """Predict on every image of ``data_loader.dataset`` and evaluate (the original's signature).
 
     ``amp_dtype``, ``channels_last`` and ``fuse_bn``: see :class:`InferenceOptions`.
     ``coco_eval_backend``: TEST.COCO_EVAL_BACKEND, the COCOeval of a COCO-format dataset; checked
     before the images are predicted (an ImportError naming the extra when it is not installed).
+    ``runner``: TEST.BACKEND's runner replacing ``model`` (see :func:`compute_on_dataset`).
 
     Returns the evaluation result on rank 0 (see
     :func:`fcos_core.data.datasets.evaluation.evaluate`) and None on the other ranks.
@@ -199,7 +205,10 @@ def inference(
         coco_eval_backend = resolve_backend(coco_eval_backend)
     logger.info("Start evaluation on %s dataset (%d images).", dataset_name, len(dataset))
     start = time.time()
-    predictions = compute_on_dataset(model, data_loader, device, amp_dtype, channels_last, bbox_aug_fn, fuse_bn)
+    if runner is not None:
+        logger.info("Running %s", runner)
+    predictions = compute_on_dataset(model, data_loader, device, amp_dtype, channels_last, bbox_aug_fn, fuse_bn,
+                                     runner)
     synchronize()
     total = time.time() - start
     num_devices = get_world_size()

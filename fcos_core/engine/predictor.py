@@ -30,6 +30,7 @@ from fcos_core.engine.classes import (
 )
 from fcos_core.engine.coco_classes import COCO_CATEGORIES, COCO_THRESHOLDS_FOR_CLASSES, DEFAULT_THRESHOLD
 from fcos_core.engine.inference import make_inference_options, prepare_for_inference
+from fcos_core.export.runtime import check_backend, make_backend_runner
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures import to_image_list
 from fcos_core.utils.amp import autocast_context
@@ -78,7 +79,9 @@ class COCODemo(object):
     Arguments:
         cfg (CfgNode): the model's config; MODEL.WEIGHT is loaded, MODEL.DEVICE is used (CPU when
             CUDA is missing), INPUT.* gives the normalisation and the size cap, TEST.FUSE_FROZEN_BN,
-            TEST.AMP and TEST.AMP_DTYPE how the model runs (``fcos_core.engine.inference``).
+            TEST.AMP and TEST.AMP_DTYPE how the model runs (``fcos_core.engine.inference``);
+            TEST.BACKEND "onnxruntime" / "openvino" runs the model's cached ONNX export instead
+            (``fcos_core.export.runtime``).
         confidence_thresholds_for_classes (float, sequence of C floats, Tensor[C] or None): a
             detection of label ``l`` is kept when its score > thresholds[l - 1]; a single float
             applies to all classes; None: :data:`COCO_THRESHOLDS_FOR_CLASSES` for the COCO
@@ -103,6 +106,7 @@ class COCODemo(object):
                  masks_per_dim=2, min_image_size=224, categories=None, default_names=None):
         if show_mask_heatmaps:
             raise ValueError("show_mask_heatmaps: FCOS predicts boxes only, there are no masks to show")
+        check_backend(cfg.TEST.BACKEND)  # a runtime that is not installed fails before the model loads
         self.cfg = cfg = resolve_num_classes_for_inference(cfg.clone(), cfg.MODEL.WEIGHT)
         num_classes = cfg.MODEL.FCOS.NUM_CLASSES - 1
         self.show_mask_heatmaps = show_mask_heatmaps
@@ -124,6 +128,8 @@ class COCODemo(object):
         self.inference_options = make_inference_options(self.cfg, self.device)
         self.model = prepare_for_inference(model, self.inference_options.fuse_bn,
                                            self.inference_options.channels_last)
+        # TEST.BACKEND: the ONNX export under onnxruntime / OpenVINO replaces self.model (None: PyTorch)
+        self.runner = make_backend_runner(self.cfg, cfg.MODEL.WEIGHT)
 
         self.transforms = self.build_transform()
         # multiplied by the label, modulo 255, to give each class its own colour
@@ -184,13 +190,15 @@ class COCODemo(object):
             fields "scores" [N] and "labels" [N] (1..C).
         """
         image = self.transforms(original_image)
+        height, width = original_image.shape[:2]
+        if self.runner is not None:
+            return self.runner(to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY))[0].resize((width, height))
         image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
         if self.inference_options.channels_last:
             image_list.tensors = image_list.tensors.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), autocast_context(self.device, self.inference_options.amp_dtype):
             predictions = self.model(image_list)
         prediction = predictions[0].to(self.cpu_device)
-        height, width = original_image.shape[:2]
         return prediction.resize((width, height))
 
     def select_top_predictions(self, predictions):
