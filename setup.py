@@ -116,8 +116,8 @@ setup(
         "dev": ["pytest", "onnx", "onnxruntime", "openvino", "tensorboard", "faster-coco-eval", "orjson"],
         "eval": ["faster-coco-eval"],  # TEST.COCO_EVAL_BACKEND faster_coco_eval (a faster COCOeval, same numbers)
         "export": ["onnx", "onnxruntime"],
-        "json": ["orjson"],
-        "openvino": ["onnx", "openvino"],  # TEST.BACKEND openvino: the ONNX export run by OpenVINO on the CPU  # COCODataset reads COCO-sized jsons 2-3x faster (the standard json module otherwise)
+        "json": ["orjson"],  # COCODataset reads COCO-sized jsons 2-3x faster (the standard json module otherwise)
+        "openvino": ["onnx", "openvino"],  # TEST.BACKEND openvino: the ONNX export run by OpenVINO on the CPU
         "tensorboard": ["tensorboard"],
     },
     # fcos_core/configs links to configs/: the fcos command finds the model-zoo configs when installed
