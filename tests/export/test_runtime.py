@@ -19,7 +19,7 @@ from onnx import helper
 import fcos_core.export.onnx as export_onnx_module
 from fcos_core.config import load_config
 from fcos_core.data.build import make_data_loader
-from fcos_core.engine.defaults import make_test_runner
+from fcos_core.engine.defaults import make_test_runner, run_test
 from fcos_core.engine.inference import compute_on_dataset
 from fcos_core.engine.predictor import COCODemo
 from fcos_core.export import runtime
@@ -82,6 +82,25 @@ def test_backend_detections_equal_pytorch_on_the_shapes_set(tiny, backend, monke
         _assert_same_detections(_as_numpy(got[i]), _as_numpy(expected[i]))
         sizes.add(expected[i].size)
     assert len(sizes) > 1 and min(len(r) for r in expected.values()) > 0
+
+
+def test_run_test_with_a_backend_evaluates_the_latest_checkpoint_as_pytorch_does(tiny, tmp_path, monkeypatch):
+    """tools/test_net.py's path: MODEL.WEIGHT "" takes OUTPUT_DIR's latest checkpoint; the COCO
+    evaluation of the onnxruntime detections equals PyTorch's (batches of 1)."""
+    weights, model, env, _ = tiny
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "last_checkpoint").write_text(weights)
+    results = {}
+    for backend in ("pytorch", "onnxruntime"):
+        cfg = _cfg(tiny, backend, "MODEL.WEIGHT", "", "OUTPUT_DIR", str(tmp_path), "TEST.IMS_PER_BATCH", "1",
+                   "DATASETS.TEST", "('shapes_val',)")
+        runner = make_test_runner(cfg)
+        assert (runner is None) == (backend == "pytorch")
+        (results[backend], detections), = run_test(cfg, model, False, runner=runner)
+        assert len(detections["bbox"]) > 8  # COCO-format detections of the 8 images
+    for name, value in results["pytorch"].results["bbox"].items():
+        assert abs(results["onnxruntime"].results["bbox"][name] - value) < 1e-3, name
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
