@@ -103,12 +103,12 @@ def test_run_test_with_a_backend_evaluates_the_latest_checkpoint_as_pytorch_does
         assert abs(results["onnxruntime"].results["bbox"][name] - value) < 1e-3, name
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_coco_demo_backend_equals_pytorch(tiny, backend):
+@pytest.mark.parametrize("backend,convention", [(b, "original") for b in BACKENDS] + [("openvino", "torchvision")])
+def test_coco_demo_backend_equals_pytorch(tiny, backend, convention):
     image = np.random.RandomState(0).randint(0, 256, (150, 230, 3), dtype=np.uint8)
     image = cv2.GaussianBlur(image, (5, 5), 0)
-    reference = COCODemo(_cfg(tiny, "pytorch"), min_image_size=128)
-    demo = COCODemo(_cfg(tiny, backend), min_image_size=128)
+    reference = COCODemo(_cfg(tiny, "pytorch", "MODEL.FCOS.CONVENTION", convention), min_image_size=128)
+    demo = COCODemo(_cfg(tiny, backend, "MODEL.FCOS.CONVENTION", convention), min_image_size=128)
     assert reference.runner is None and isinstance(demo.runner, runtime.RUNNERS[backend])
     expected, got = reference.compute_prediction(image), demo.compute_prediction(image)
     assert got.size == expected.size == (230, 150) and len(expected) > 0  # resized back to the image
