@@ -24,10 +24,10 @@ Example (the json from tools/make_coco_like.py)::
         --markdown out.md --json out.json
 """
 import argparse
-import json
 import sys
 
 from fcos_core.benchmark.data import load_rows, machine_info, markdown, run_rows
+from fcos_core.benchmark.report import write_outputs
 
 
 def parse_args(argv=None):
@@ -50,13 +50,7 @@ def main(argv=None):
     info = machine_info(argv)
     results = run_rows(args, args.only)
     text = markdown(info, results)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"info": info, "rows": results}, f, indent=2)
+    write_outputs(text, {"info": info, "rows": results}, args.markdown, args.json)
     return results
 
 

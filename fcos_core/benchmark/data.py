@@ -12,15 +12,15 @@ adding a row is one function and one line::
 """
 import datetime
 import importlib
-import os
 import platform
 import sys
 from collections import OrderedDict
 
+from fcos_core.benchmark.report import ISA_FLAGS, cpu_info
+
 # modules whose import registers rows (dataset memory and build time first)
 ROW_MODULES = ["fcos_core.benchmark.dataset_memory", "fcos_core.benchmark.eval_backends", "fcos_core.benchmark.loader"]
 ROWS = OrderedDict()  # name -> (title, function(args) -> list of dicts, add_arguments(parser) or None)
-ISA_FLAGS = ("sse4_2", "avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def register_row(name, title, add_arguments=None):
@@ -37,21 +37,6 @@ def load_rows():
     for module in ROW_MODULES:
         importlib.import_module(module)
     return ROWS
-
-
-def cpu_info():
-    """{"cpu": model name, "cpu_flags": the ISA flags of ISA_FLAGS it has, "cpu_count": logical CPUs}
-    from /proc/cpuinfo (the platform's processor name elsewhere)."""
-    name, flags = platform.processor() or platform.machine(), ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
-        flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "")
-    except OSError:
-        pass
-    have = [x for x in ISA_FLAGS if " {} ".format(x) in " {} ".format(flags)]
-    return OrderedDict(cpu=name, cpu_flags=",".join(have), cpu_count=os.cpu_count())
 
 
 def machine_info(argv):
@@ -82,7 +67,7 @@ def markdown(info, results):
 
     lines = ["`{}`".format(info["command"]), "",
              "CPU: {} ({} logical CPUs; flags {}); Python {}; json parser {}; {}".format(
-                 info["cpu"], info["cpu_count"], info["cpu_flags"] or "none of " + ",".join(ISA_FLAGS),
+                 info["cpu"], info["cpus"], info["flags"] or "none of " + ",".join(ISA_FLAGS),
                  info["python"], info["json_parser"], info["date"]), ""]
     for name, rows in results.items():
         lines += ["**{}** ({})".format(ROWS[name][0], name), ""] + dict_table(rows) + [""]

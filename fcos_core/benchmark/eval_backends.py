@@ -21,12 +21,9 @@ or the row ``coco_eval`` of ``tools/benchmark_data.py`` (options ``--eval-images
 import argparse
 import contextlib
 import io
-import json
 import logging
-import os
 import platform
 import statistics
-import subprocess
 import sys
 from collections import OrderedDict
 
@@ -34,6 +31,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from fcos_core.benchmark.data import register_row
+from fcos_core.benchmark.report import cpu_info, write_outputs
 from fcos_core.benchmark.timing import interleaved, paired_ratio
 from fcos_core.data.datasets.evaluation.coco.backends import backend_version, resolve_backend
 from fcos_core.data.datasets.evaluation.coco.coco_eval import evaluate_predictions_on_coco
@@ -124,23 +122,6 @@ def bench_eval_backends(num_images=5000, dets_per_image=100, rounds=3, warmup=0,
         goal={"ratio": GOAL_RATIO, "met": ratio <= GOAL_RATIO})
 
 
-def cpu_info():
-    """{"cpu": model name, "cpus": count, "flags": SIMD flags} from ``lscpu`` (/proc/cpuinfo without it)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        with open("/proc/cpuinfo") as f:
-            text = f.read().replace("model name", "Model name").replace("flags", "Flags")
-    fields = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = fields.get("Flags", "").split()
-    wanted = ("sse4_2", "avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_tile")
-    return OrderedDict(cpu=fields.get("Model name", platform.processor()), cpus=os.cpu_count(),
-                       flags=",".join(f for f in wanted if f in flags))
-
-
 def eval_markdown(result):
     """Markdown lines of a :func:`bench_eval_backends` result with its ``info``."""
     info, p, b = result["info"], result["problem"], result["backends"]
@@ -205,10 +186,7 @@ def run(args, command):
                                  log=lambda s: print(s, flush=True))
     result["info"] = OrderedDict(list(cpu_info().items()) + [("python", platform.python_version()),
                                                               ("command", command)])
-    print("\n".join(eval_markdown(result)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_outputs("\n".join(eval_markdown(result)), result, json_path=args.json)
     return result
 
 

@@ -25,13 +25,10 @@ each number of workers, in total and per worker. The JPEGs come from :func:`fcos
 import argparse
 import cProfile
 import io
-import json
 import os
-import platform
 import pstats
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import OrderedDict
@@ -48,7 +45,7 @@ from torchvision.transforms.v2 import functional as TF
 from fcos_core.benchmark.data import register_row
 from fcos_core.benchmark.loader_data import make_loader_jpegs
 from fcos_core.benchmark.models import ROOT
-from fcos_core.benchmark.report import fmt, markdown_table
+from fcos_core.benchmark.report import cpu_info, fmt, markdown_table, write_outputs
 from fcos_core.benchmark.timing import interleaved, paired_ratio
 from fcos_core.config import load_config
 from fcos_core.data.collate_batch import BatchCollator
@@ -340,24 +337,6 @@ def bench_loader(cfg, records, rounds=5, warmup=1, per_round=20, workers=(1, 2, 
     return result
 
 
-def cpu_info():
-    """{"cpu": model name, "cpus": count, "flags": the SIMD flags that matter here} from ``lscpu``
-    (from /proc/cpuinfo where lscpu is missing)."""
-    fields = {}
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        with open("/proc/cpuinfo") as f:
-            text = f.read().replace("model name", "Model name").replace("flags", "Flags")
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = fields.get("Flags", "").split()
-    wanted = ("sse4_2", "avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_tile")
-    return OrderedDict(cpu=fields.get("Model name", platform.processor()), cpus=os.cpu_count(),
-                       flags=",".join(f for f in wanted if f in flags))
-
-
 def loader_markdown(result):
     """Markdown lines of a :func:`bench_loader` result (with its ``info``)."""
     info, ip = result["info"], result["in_process"]
@@ -453,14 +432,7 @@ def run(args, command):
         for name, sample in (("ours", ours), ("peer", peer)):
             print("cProfile of {} over {} images:\n{}".format(name, args.per_round,
                                                              profile_text(sample, records[:args.per_round])))
-    text = "\n".join(loader_markdown(result)) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_outputs("\n".join(loader_markdown(result)) + "\n", result, args.markdown, args.json)
     return result
 
 

@@ -1,5 +1,6 @@
 """The benchmarks' output: machine information and markdown tables, built by :func:`markdown_table`."""
 import datetime
+import json
 import math
 import os
 import platform
@@ -48,27 +49,46 @@ def dict_table(rows):
     return markdown_table(cols, [[fmt(r[c], ".3f") if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows])
 
 
-def machine_info(args, script=os.path.join(ROOT, "tools", "benchmark.py")):
-    """The ``info`` of tools/benchmark.py's output: machine, versions, the command and its options."""
-    name = platform.processor() or platform.machine()
+# the CPU features that change the figures: SIMD width, bfloat16 and int8 dot products, AMX tiles
+ISA_FLAGS = ("sse4_2", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_info():
+    """{"cpu": model name, "cpus": logical CPUs, "flags": those of :data:`ISA_FLAGS` it has, comma-separated},
+    from /proc/cpuinfo (the platform's processor name where it cannot be read)."""
+    name, flags = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-            f.seek(0)
-            flags = next((line for line in f if line.startswith("flags")), "")
-        isa = [x for x in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f" {x}" in flags]
+            lines = f.read().splitlines()
+        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
+        flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "")
     except OSError:
-        isa = []
+        pass
+    have = set(flags.split())
+    return OrderedDict(cpu=name, cpus=os.cpu_count(), flags=",".join(x for x in ISA_FLAGS if x in have))
+
+
+def write_outputs(text, result, markdown_path=None, json_path=None):
+    """Print ``text``; write it to ``markdown_path`` and ``result`` as json to ``json_path`` when given."""
+    print(text)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(text)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def machine_info(args, script=os.path.join(ROOT, "tools", "benchmark.py")):
+    """The ``info`` of tools/benchmark.py's output: machine, versions, the command and its options."""
+    cpu = cpu_info()
     return OrderedDict(
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         command="python " + " ".join([os.path.relpath(os.path.abspath(script), ROOT)] + sys.argv[1:]),
         device=args.device,
-        device_name=torch.cuda.get_device_name() if args.device == "cuda" else name,
+        device_name=torch.cuda.get_device_name() if args.device == "cuda" else cpu["cpu"],
         cpu_count=os.cpu_count(),
-        cpu_isa=",".join(isa),
+        cpu_isa=cpu["flags"],
         threads=torch.get_num_threads(),
         torch=torch.__version__,
         torchvision=__import__("torchvision").__version__,
