@@ -72,26 +72,32 @@ def test_a_post_processor_that_does_not_fit_the_model_is_refused():
 
 
 class _NMS(torch.nn.Module):
+    def __init__(self, legacy):
+        super().__init__()
+        self.legacy = legacy
+
     def forward(self, boxes, scores, labels):
-        return per_class_nms(boxes, scores, labels, 3, 0.5, legacy=False)
+        return per_class_nms(boxes, scores, labels, 3, 0.5, legacy=self.legacy)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_exported_continuous_nms_equals_ml_nms_without_the_plus_one(tmp_path):
-    """torchvision's NMS (IoU with widths x2 - x1) as exported == ml_nms(legacy=False), on small
-    integer boxes where the +1 would change many decisions."""
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy_plus_one", "continuous"])
+def test_exported_nms_equals_ml_nms_of_its_convention(tmp_path, legacy):
+    """The exported class-aware NMS == ml_nms with the same IoU rule (original: widths x2 - x1 + 1;
+    torchvision: x2 - x1), on small integer boxes where the +1 changes many decisions."""
     gen = torch.Generator().manual_seed(0)
     xy = torch.randint(0, 12, (300, 2), generator=gen).float()
-    boxes = torch.cat((xy, xy + torch.randint(1, 5, (300, 2), generator=gen)), dim=1)
+    boxes = torch.cat((xy, xy + torch.randint(0, 5, (300, 2), generator=gen)), dim=1)
     scores = torch.rand(300, generator=gen) + 0.01
     labels = torch.randint(1, 4, (300,), generator=gen)
     path = tmp_path / "nms.onnx"
-    torch.onnx.export(_NMS(), (boxes, scores, labels), str(path), dynamo=False, opset_version=17,
+    torch.onnx.export(_NMS(legacy), (boxes, scores, labels), str(path), dynamo=False, opset_version=17,
                       input_names=["boxes", "scores", "labels"], dynamic_axes={"boxes": {0: "n"}, "scores": {0: "n"},
                                                                                "labels": {0: "n"}})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = set(session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()})[0])
-    plain = set(ml_nms(boxes, scores, labels, 0.5, legacy=False).tolist())
-    assert got == plain
-    assert plain != set(ml_nms(boxes, scores, labels, 0.5, legacy=True).tolist())
+    same = set(ml_nms(boxes, scores, labels, 0.5, legacy=legacy).tolist())
+    other = set(ml_nms(boxes, scores, labels, 0.5, legacy=not legacy).tolist())
+    assert got == same
+    assert same != other  # the data does tell the two conventions apart
 

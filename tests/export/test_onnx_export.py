@@ -21,9 +21,8 @@ import torch
 from fcos_core.config import load_config
 from fcos_core.data.build import make_data_loader
 from fcos_core.export.onnx import (
-    export_checkpoint, export_onnx, legacy_class_nms, make_export_postprocessor, read_categories,
+    export_checkpoint, export_onnx, make_export_postprocessor, read_categories,
 )
-from fcos_core.layers import ml_nms
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.utils.checkpoint import DetectronCheckpointer
 
@@ -275,26 +274,3 @@ def _without_offsets(model, image):
     return cls
 
 
-class _NMS(torch.nn.Module):
-    def forward(self, boxes, scores, labels):
-        return legacy_class_nms(boxes, scores, labels, 3, 0.5)
-
-
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_exported_nms_reproduces_the_legacy_plus_one_iou(tmp_path):
-    """Small integer boxes, where +1 in widths changes many decisions: ONNX == ml_nms(legacy=True)."""
-    gen = torch.Generator().manual_seed(0)
-    xy = torch.randint(0, 12, (300, 2), generator=gen).float()
-    boxes = torch.cat((xy, xy + torch.randint(0, 5, (300, 2), generator=gen)), dim=1)
-    scores = torch.rand(300, generator=gen) + 0.01
-    labels = torch.randint(1, 4, (300,), generator=gen)
-    path = tmp_path / "nms.onnx"
-    torch.onnx.export(_NMS(), (boxes, scores, labels), str(path), dynamo=False, opset_version=17,
-                      input_names=["boxes", "scores", "labels"], dynamic_axes={"boxes": {0: "n"}, "scores": {0: "n"},
-                                                                               "labels": {0: "n"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = set(session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()})[0])
-    legacy = set(ml_nms(boxes, scores, labels, 0.5, legacy=True).tolist())
-    plain = set(ml_nms(boxes, scores, labels, 0.5, legacy=False).tolist())
-    assert got == legacy
-    assert plain != legacy  # the data does tell the two conventions apart
