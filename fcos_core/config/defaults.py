@@ -419,6 +419,10 @@ _C.TEST.BACKEND = "pytorch"
 # (new) Folder of the TEST.BACKEND exports, keyed by config, weights and opset;
 # "" is $TORCH_HOME/fcos_onnx_cache (~/.cache/torch/fcos_onnx_cache).
 _C.TEST.ONNX_CACHE_DIR = ""
+# (new) Precision of the TEST.BACKEND graph: "fp32", or "int8": the export with
+# its convolutions quantized by tools/quantize_onnx.py (static, calibrated on
+# DATASETS.TRAIN; fcos_core/export/quantize.py), written beside the cached export.
+_C.TEST.ONNX_PRECISION = "fp32"
 
 # Test-time augmentation: detections at several scales and/or flipped are
 # pooled and go through the same class-wise NMS and top-k as one image.

@@ -11,7 +11,10 @@ The export lives in a cache folder (TEST.ONNX_CACHE_DIR, default ``$TORCH_HOME/f
 under a key hashing the config that shapes the graph, the weight file's SHA-256 and the opset, and
 is written atomically (a temporary file renamed into place). A cached file is used only when its
 metadata carries the same key and class count and it is not older than the weight file; otherwise
-it is exported again (a log line says why). Both runtimes run in float32 on the CPU.
+it is exported again (a log line says why). Both runtimes run in float32 on the CPU; with
+TEST.ONNX_PRECISION "int8" they run the export's int8 twin (convolutions quantized, the rest float32)
+that tools/quantize_onnx.py wrote beside it (fcos_core/export/quantize.py), which must carry the same
+key and not be older than the weights; it is never made or refreshed silently.
 """
 import hashlib
 import json
@@ -252,4 +255,29 @@ def make_backend_runner(cfg, weight):
     if not local or not os.path.isfile(local):
         raise FileNotFoundError("TEST.BACKEND {!r} exports the model from its weight file; MODEL.WEIGHT {!r} "
                                 "is not a file".format(name, weight))
-    return RUNNERS[name](cached_export(cfg, local))
+    if cfg.TEST.ONNX_PRECISION not in ("fp32", "int8"):
+        raise ValueError("TEST.ONNX_PRECISION {!r}: expected 'fp32' or 'int8'".format(cfg.TEST.ONNX_PRECISION))
+    path = cached_export(cfg, local)
+    if cfg.TEST.ONNX_PRECISION == "int8":
+        path = _int8_export(path, local, cfg.MODEL.FCOS.NUM_CLASSES)
+    return RUNNERS[name](path)
+
+
+def _int8_export(fp32_path, weight, num_classes):
+    """The int8 twin of the export ``fp32_path`` that tools/quantize_onnx.py wrote (same cache key).
+
+    Raises:
+        FileNotFoundError: there is none (the message gives the command that makes it).
+        ValueError: it does not fit (another config, weights or class count; older than the weights).
+    """
+    from .quantize import int8_path
+
+    path = int8_path(fp32_path)
+    command = "tools/quantize_onnx.py --config-file <config> MODEL.WEIGHT {} (with the same options)".format(weight)
+    if not os.path.exists(path):
+        raise FileNotFoundError("TEST.ONNX_PRECISION 'int8': no int8 model at {}; make it with {}".format(path, command))
+    reason = _stale_reason(path, _read_metadata(fp32_path)[KEY], weight, num_classes)
+    if reason is not None:
+        raise ValueError("TEST.ONNX_PRECISION 'int8': the int8 model {} does not fit: {}; make it again with {}".format(
+            path, reason, command))
+    return path
