@@ -1,4 +1,5 @@
-"""INT8 static quantization of the ONNX export (fcos_core/export/quantize.py, tools/quantize_onnx.py).
+"""INT8 static quantization of the ONNX export (fcos_core/export/quantize.py, tools/quantize_onnx.py),
+run by onnxruntime and OpenVINO (TEST.ONNX_PRECISION int8).
 
 The model is the tiny network of tests/export/test_onnx_export.py (64 FPN channels, one tower
 conv), trained in-process for 80 steps on synthetic 128 x 160 scenes (one bright square of class 3
@@ -26,7 +27,7 @@ import torch
 
 from fcos_core.config import load_config
 from fcos_core.export.quantize import ImageCalibrationReader, int8_path, make_calibration_dataset, quantize_checkpoint
-from fcos_core.export.runtime import OnnxRuntimeRunner, make_backend_runner
+from fcos_core.export.runtime import RUNNERS, OnnxRuntimeRunner, make_backend_runner
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.structures.bounding_box import BoxList
 from fcos_core.structures.boxlist_ops import boxlist_iou
@@ -127,10 +128,12 @@ def test_int8_graph_quantizes_the_convolutions_only_and_keeps_the_contract(train
     assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "labels"]
 
 
-def test_int8_top_detection_matches_float32_on_a_confident_scene(trained):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_int8_top_detection_matches_float32_on_a_confident_scene(trained, backend):
     cfg, model, _, int8, fp32 = trained
     image, box = _scene(1000)  # not seen in training or calibration
-    expected, got = _detect(OnnxRuntimeRunner(fp32), image, cfg), _detect(OnnxRuntimeRunner(int8), image, cfg)
+    runner = RUNNERS[backend]
+    expected, got = _detect(runner(fp32), image, cfg), _detect(runner(int8), image, cfg)
     scores = expected.get_field("scores")
     assert scores[0] > 0.5 and scores[0] - scores[1] > 0.1  # the model is confident
     truth = BoxList(torch.tensor([box], dtype=torch.float32), expected.size)
@@ -163,6 +166,19 @@ def _opts(cfg):
     return TINY + ["INPUT.MIN_SIZE_TEST", str(SIZE[0]), "INPUT.MAX_SIZE_TEST", str(SIZE[1]), "MODEL.WEIGHT",
                    cfg.MODEL.WEIGHT, "DATASETS.TRAIN", "('{}',)".format(cfg.DATASETS.TRAIN[0]),
                    "TEST.ONNX_CACHE_DIR", cfg.TEST.ONNX_CACHE_DIR, "TEST.BACKEND", "onnxruntime"]
+
+
+def test_command_writes_the_int8_file_and_prints_its_size_against_fp32(trained, tmp_path):
+    cfg, _, _, _, fp32 = trained
+    out = tmp_path / "shipped" / "model.int8.onnx"
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "quantize_onnx.py"), "--config-file", CONFIG,
+                          "--calib-images", "2", "--output", str(out), *_opts(cfg)],
+                         cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "calibration: 2/2 images" in res.stderr and "Using the cached ONNX export" in res.stderr
+    assert "wrote {}".format(out) in res.stdout and "float32 export {}".format(fp32) in res.stdout
+    assert "x smaller" in res.stdout and os.path.getsize(out) < os.path.getsize(fp32)
+    assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["fcos_calibration"].startswith("2 images")
 
 
 def test_calibration_set_without_a_readable_image_is_an_error_naming_it(trained, tmp_path):
