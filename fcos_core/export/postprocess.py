@@ -27,12 +27,12 @@ from torch import nn
 
 from fcos_core.layers import ml_nms
 from fcos_core.modeling.rpn.fcos.inference import decode_boxes
-from fcos_core.modeling.rpn.fcos.target_assignment import compute_locations_per_level
+from fcos_core.modeling.rpn.fcos.fcos import CONVENTIONS
+from fcos_core.modeling.rpn.fcos.target_assignment import compute_locations_per_level, torchvision_locations_per_level
 
 __all__ = ["ExportPostProcessor", "make_export_postprocessor", "class_nms", "per_class_nms", "legacy_class_nms",
-           "anchor_centres", "CONVENTIONS"]
+           "CONVENTIONS"]
 
-CONVENTIONS = ("original", "torchvision")
 _SENTINEL = -1.0  # ranking score of a (location, class) pair that is not a candidate
 
 
@@ -100,27 +100,6 @@ def topk_size(n, k):
     return min(n, k)
 
 
-def anchor_centres(height, width, padded_height, padded_width, device=None):
-    """torchvision's anchor centres on one feature map, with sizes that may be traced 0-dim tensors.
-
-    The same points as :func:`~fcos_core.modeling.rpn.fcos.target_assignment.torchvision_locations_per_level`
-    (which takes Python ints): cell ``(i, j)`` at ``(j * (W_pad // width), i * (H_pad // height))``.
-
-    Args:
-        height, width: the feature map's size in cells; padded_height, padded_width: the padded
-            input's size in pixels. ints, or (while exporting) traced int64 0-dim tensors, whose
-            integer division then happens in the graph.
-
-    Returns:
-        Tensor [height * width, 2] float32: ``(x, y)`` in pixels, row-major cell order.
-    """
-    stride_y, stride_x = padded_height // height, padded_width // width
-    shifts_x = torch.arange(width, dtype=torch.int64, device=device) * stride_x
-    shifts_y = torch.arange(height, dtype=torch.int64, device=device) * stride_y
-    shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
-    return torch.stack((shift_x.reshape(-1), shift_y.reshape(-1)), dim=1).float()
-
-
 class ExportPostProcessor(nn.Module):
     """Head outputs of one image to its detections, in exportable ops (see the module docstring).
 
@@ -172,7 +151,7 @@ class ExportPostProcessor(nn.Module):
         """[fh * fw, 2] ``(x, y)`` of one level's cells, in pixels."""
         if self.legacy:
             return compute_locations_per_level(fh, fw, self.fpn_strides[level], device=device)
-        return anchor_centres(fh, fw, padded_size[0], padded_size[1], device=device)
+        return torchvision_locations_per_level(fh, fw, padded_size, device=device)
 
     def _rank(self, cls, ctr):
         """Ranking scores [H_l W_l C] of a level (-1 for non-candidates) from logits [C, H_l, W_l], [1, H_l, W_l]."""

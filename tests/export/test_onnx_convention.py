@@ -12,7 +12,7 @@ import torch
 
 from fcos_core.config import load_config
 from fcos_core.export.onnx import ExportableFCOS
-from fcos_core.export.postprocess import anchor_centres, make_export_postprocessor, per_class_nms
+from fcos_core.export.postprocess import make_export_postprocessor, per_class_nms
 from fcos_core.layers import ml_nms
 from fcos_core.modeling.detector import build_detection_model
 from fcos_core.modeling.rpn.fcos.target_assignment import torchvision_locations_per_level
@@ -22,28 +22,20 @@ TORCHVISION = str(ROOT / "configs" / "torchvision" / "fcos_resnet50_fpn_coco.yam
 QUICKSTART = str(ROOT / "configs" / "quickstart" / "fcos_shapes.yaml")
 
 
-@pytest.mark.parametrize("padded", [(800, 1216), (160, 512), (128, 192), (256, 384)])
-def test_anchor_centres_are_torchvision_locations(padded):
-    """Every level of a padded size, P6/P7 included (800 x 1216: 13 rows of P6, 61 px apart)."""
-    h, w = padded
-    for stride in (8, 16, 32, 64, 128):
-        fh, fw = -(-h // stride), -(-w // stride)  # ceil: the FPN's stride-2 convs round up
-        got = anchor_centres(fh, fw, h, w)
-        assert got.dtype == torch.float32 and got.shape == (fh * fw, 2)
-        assert torch.equal(got, torchvision_locations_per_level(fh, fw, padded))
-    assert anchor_centres(13, 19, 800, 1216)[19].tolist() == [0, 61]  # the first cell of P6's second row
-
-
-def test_anchor_centres_follow_traced_sizes():
-    """Sizes taken from the input's shape while tracing stay in the graph: a trace at one size gives
-    the locations of another."""
+def test_torchvision_locations_follow_traced_sizes():
+    """The export's locations: sizes taken from the input's shape while tracing stay in the graph, so a
+    trace at one size gives the locations of another (800 x 1216: 13 rows of P6, 61 px apart)."""
     def locations(image):
-        return anchor_centres(image.shape[2] // 64 + 1, image.shape[3] // 64 + 1, image.shape[2], image.shape[3])
+        return torchvision_locations_per_level(image.shape[2] // 64 + 1, image.shape[3] // 64 + 1,
+                                               (image.shape[2], image.shape[3]))
 
     traced = torch.jit.trace(locations, torch.zeros(1, 1, 192, 256))
     for size in ((800, 1216), (224, 320)):
         fh, fw = size[0] // 64 + 1, size[1] // 64 + 1
-        assert torch.equal(traced(torch.zeros(1, 1, *size)), torchvision_locations_per_level(fh, fw, size))
+        got = traced(torch.zeros(1, 1, *size))
+        assert got.dtype == torch.float32 and got.shape == (fh * fw, 2)
+        assert torch.equal(got, torchvision_locations_per_level(fh, fw, size))
+    assert traced(torch.zeros(1, 1, 800, 1216))[20].tolist() == [0, 61]  # the first cell of P6's second row
 
 
 def test_make_export_postprocessor_reads_the_config():

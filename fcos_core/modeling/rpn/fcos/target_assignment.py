@@ -43,11 +43,13 @@ def torchvision_locations_per_level(height, width, padded_size, device=None, dty
     Args:
         height, width: the feature map's size in cells.
         padded_size: (H_pad, W_pad), the padded batch tensor's size in pixels.
+        All four sizes are ints, or (while exporting to ONNX) traced int64 0-dim tensors, whose
+        integer division then happens in the graph.
 
     Returns:
         Tensor [height * width, 2]: ``(x, y)`` in pixels, row-major cell order.
     """
-    stride_y, stride_x = int(padded_size[0]) // height, int(padded_size[1]) // width
+    stride_y, stride_x = padded_size[0] // height, padded_size[1] // width
     shifts_x = torch.arange(0, width, dtype=torch.int64, device=device) * stride_x
     shifts_y = torch.arange(0, height, dtype=torch.int64, device=device) * stride_y
     shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
