@@ -20,7 +20,7 @@ from fcos_core.benchmark.models import OURS_CONFIG, build_ours, make_image, to_o
 from fcos_core.benchmark.timing import interleaved
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d", "aten::_nnpack_spatial_convolution",
-            "aten::cudnn_convolution")
+            "aten::cudnn_convolution", "mkldnn::_convolution_pointwise")  # the last: TEST.COMPILE's prepacked convs
 
 
 def main(argv=None):
@@ -38,7 +38,7 @@ def main(argv=None):
 
     model, cfg = build_ours("cpu", *args.opts)
     opts = ours_inference_options(cfg, "bf16" if args.bf16 else "fp32", "cpu")
-    model = prepare_for_inference(model.eval(), fuse_bn=opts.fuse_bn, channels_last=opts.channels_last)
+    model = prepare_for_inference(model.eval(), opts.fuse_bn, opts.channels_last, opts.compile)
     x = to_ours(make_image(tuple(args.size), 0), cfg)
 
     def run():

@@ -403,6 +403,14 @@ _C.TEST.AMP_DTYPE = ""
 # Same detections up to float rounding; the model that is trained and saved
 # keeps its layers and checkpoint keys (the folded one is a copy).
 _C.TEST.FUSE_FROZEN_BN = True
+# (new) Run the backbone (body + FPN) and the FCOS head through torch.compile
+# (inductor, frozen weights: on a CPU prepacked oneDNN convolutions with the
+# bias, ReLU and residual add fused in; fcos_core/engine/compile.py); the
+# locations and post-processing (top-k, NMS) stay eager. The first call per
+# shape family (dynamic sizes; with / without autocast, batch size) compiles
+# for tens of seconds. Works with TEST.AMP (bfloat16 autocast on a CPU).
+# PyTorch backend only (TEST.BACKEND "pytorch"); needs a C++ compiler (g++).
+_C.TEST.COMPILE = False
 # (new) Which COCOeval computes the COCO AP: "auto" (faster-coco-eval when it
 # is installed, else pycocotools), "pycocotools" (the reference) or
 # "faster_coco_eval" (the same numbers, faster; pip install

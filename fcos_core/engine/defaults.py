@@ -177,6 +177,7 @@ def make_test_runner(cfg):
     MODEL.WEIGHT, else of the latest checkpoint of OUTPUT_DIR (:mod:`fcos_core.export.runtime`)."""
     if cfg.TEST.BACKEND == "pytorch":
         return None
+    make_inference_options(cfg)  # TEST.COMPILE with this backend: its ValueError before the export
     from fcos_core.export.runtime import make_backend_runner
 
     weight = cfg.MODEL.WEIGHT or DetectronCheckpointer(cfg, None, save_dir=cfg.OUTPUT_DIR).get_checkpoint_file()

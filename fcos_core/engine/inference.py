@@ -2,7 +2,8 @@
 
 Also the inference-only preparation of a model shared by every inference path (tools/test_net.py,
 the end of tools/train_net.py, the COCODemo predictor, tools/benchmark.py): folded batch norms
-(TEST.FUSE_FROZEN_BN), autocast (TEST.AMP, TEST.AMP_DTYPE) and channels_last.
+(TEST.FUSE_FROZEN_BN), autocast (TEST.AMP, TEST.AMP_DTYPE), channels_last and torch.compile
+(TEST.COMPILE, fcos_core/engine/compile.py).
 """
 import copy
 import logging
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from fcos_core.data.datasets.evaluation import evaluate
 from fcos_core.data.datasets.evaluation.coco.backends import resolve_backend
+from fcos_core.engine.compile import compile_for_inference
 from fcos_core.modeling.fuse import fuse_conv_bn_for_inference
 from fcos_core.structures.boxlist_pack import pack_boxlists, unpack_boxlists
 from fcos_core.structures.image_list import ImageList, to_image_list
@@ -31,41 +33,55 @@ class InferenceOptions(NamedTuple):
     amp_dtype: Optional[torch.dtype] = None  # autocast dtype, None for float32
     channels_last: bool = False  # model weights and images in channels_last
     fuse_bn: bool = False  # fold conv + batch norm pairs (modeling/fuse.py)
+    compile: bool = False  # backbone and head through torch.compile (engine/compile.py)
 
 
 def make_inference_options(cfg, device=None):
-    """:class:`InferenceOptions` from TEST.AMP, TEST.AMP_DTYPE, TEST.FUSE_FROZEN_BN and
+    """:class:`InferenceOptions` from TEST.AMP, TEST.AMP_DTYPE, TEST.FUSE_FROZEN_BN, TEST.COMPILE and
     SOLVER.CHANNELS_LAST: the one place that reads them.
 
     ``device`` (default MODEL.DEVICE) is where the model runs. bfloat16 autocast on a CPU also
     turns channels_last on: oneDNN runs bfloat16 convolutions in that layout, and converting at
-    every layer would eat the gain.
+    every layer would eat the gain. TEST.COMPILE with a TEST.BACKEND other than "pytorch" is a
+    ValueError (the ONNX runtimes run their own graph).
     """
+    if cfg.TEST.COMPILE and cfg.TEST.BACKEND != "pytorch":
+        raise ValueError("TEST.COMPILE compiles the PyTorch model; TEST.BACKEND {!r} runs the ONNX export "
+                         "instead: set TEST.COMPILE False or TEST.BACKEND 'pytorch'".format(cfg.TEST.BACKEND))
     device = torch.device(device if device is not None else cfg.MODEL.DEVICE)
     amp_dtype = amp_dtype_for(device, cfg.TEST.AMP, cfg.TEST.AMP_DTYPE)
     cpu_bf16 = amp_dtype == torch.bfloat16 and device.type == "cpu"
-    return InferenceOptions(amp_dtype, bool(cfg.SOLVER.CHANNELS_LAST) or cpu_bf16, bool(cfg.TEST.FUSE_FROZEN_BN))
+    return InferenceOptions(amp_dtype, bool(cfg.SOLVER.CHANNELS_LAST) or cpu_bf16, bool(cfg.TEST.FUSE_FROZEN_BN),
+                            bool(cfg.TEST.COMPILE))
 
 
-def prepare_for_inference(model, fuse_bn=True, channels_last=False):
+def prepare_for_inference(model, fuse_bn=True, channels_last=False, compile=False):
     """The model to run at test time, in eval mode; ``model`` itself is never changed.
 
     Args:
         model: a detector (or any module; a DistributedDataParallel wrapper is looked through).
         fuse_bn: fold its conv + batch norm pairs (:func:`fuse_conv_bn_for_inference`), in a copy.
         channels_last: weights in channels_last memory format (in a copy unless already so).
+        compile: a detector's backbone and head compiled by inductor with frozen weights
+            (:func:`~fcos_core.engine.compile.compile_for_inference`), in a copy; its first call per
+            shape family compiles (tens of seconds); a RuntimeError naming TEST.COMPILE when inductor
+            cannot (e.g. no C++ compiler).
 
     Returns ``model`` (in eval mode) when there is nothing to do, else a copy only meant for
-    inference: its state dict is not a checkpoint's when folded, so it is never trained or saved.
+    inference: its state dict is not a checkpoint's when folded or compiled, so it is never trained
+    or saved.
     """
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
+    source = model
     if fuse_bn:
         model = fuse_conv_bn_for_inference(model)
     if channels_last and not _is_channels_last(model):
-        if not fuse_bn:
+        if model is source:
             model = copy.deepcopy(model)
         model.to(memory_format=torch.channels_last)
+    if compile:
+        model = compile_for_inference(model, in_place=model is not source)
     return model.eval()
 
 
@@ -92,17 +108,17 @@ def forward_for_inference(model, images, device, amp_dtype=None, channels_last=F
 
 
 def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last=False, bbox_aug_fn=None,
-                       fuse_bn=False, runner=None):
+                       fuse_bn=False, runner=None, compile=False):
     """Predictions of ``model`` for every image of ``data_loader``: ``{dataset index: BoxList}`` on the CPU.
 
     ``bbox_aug_fn(model, images, device)``, when given, replaces the plain forward pass
-    (test-time augmentation, TEST.BBOX_AUG). ``fuse_bn`` and ``channels_last`` run a copy of
-    ``model`` prepared by :func:`prepare_for_inference`; ``model`` is left as it was (but in eval mode).
+    (test-time augmentation, TEST.BBOX_AUG). ``fuse_bn``, ``channels_last`` and ``compile`` run a copy
+    of ``model`` prepared by :func:`prepare_for_inference`; ``model`` is left as it was (but in eval mode).
     ``runner`` (TEST.BACKEND's, :func:`fcos_core.export.runtime.make_backend_runner`), when given,
     replaces ``model``: ``runner(images)`` gives the detections.
     """
     model.eval()
-    model = prepare_for_inference(model, fuse_bn, channels_last) if runner is None else None
+    model = prepare_for_inference(model, fuse_bn, channels_last, compile) if runner is None else None
     results = {}
     show = is_main_process() and sys.stderr.isatty()
     for images, _targets, image_ids in tqdm(data_loader, desc="inference", disable=not show, dynamic_ncols=True):
@@ -188,10 +204,11 @@ def inference(
     fuse_bn=False,
     coco_eval_backend="auto",
     runner=None,
+    compile=False,
 ):
     """Predict on every image of ``data_loader.dataset`` and evaluate (the original's signature).
 
-    ``amp_dtype``, ``channels_last`` and ``fuse_bn``: see :class:`InferenceOptions`.
+    ``amp_dtype``, ``channels_last``, ``fuse_bn`` and ``compile``: see :class:`InferenceOptions`.
     ``coco_eval_backend``: TEST.COCO_EVAL_BACKEND, the COCOeval of a COCO-format dataset; checked
     before the images are predicted (an ImportError naming the extra when it is not installed).
     ``runner``: TEST.BACKEND's runner replacing ``model`` (see :func:`compute_on_dataset`).
@@ -208,7 +225,7 @@ def inference(
     if runner is not None:
         logger.info("Running %s", runner)
     predictions = compute_on_dataset(model, data_loader, device, amp_dtype, channels_last, bbox_aug_fn, fuse_bn,
-                                     runner)
+                                     runner, compile)
     synchronize()
     total = time.time() - start
     num_devices = get_world_size()

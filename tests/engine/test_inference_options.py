@@ -40,13 +40,14 @@ def test_amp_dtype_for(monkeypatch, caplog):
 def test_make_inference_options(monkeypatch):
     monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: False)
     cfg = load_config(QUICKSTART, ["SOLVER.CHANNELS_LAST", "False"])
-    assert tuple(make_inference_options(cfg)) == (None, False, True)  # defaults: fp32, folded
+    assert tuple(make_inference_options(cfg)) == (None, False, True, False)  # defaults: fp32, folded, eager
     cfg = load_config(QUICKSTART, ["SOLVER.CHANNELS_LAST", "False", "TEST.AMP", "True",
                                    "TEST.AMP_DTYPE", "bfloat16", "TEST.FUSE_FROZEN_BN", "False"])
-    assert tuple(make_inference_options(cfg)) == (torch.bfloat16, True, False)  # bf16 on CPU: channels_last
+    assert tuple(make_inference_options(cfg)) == (torch.bfloat16, True, False, False)  # bf16 on CPU: channels_last
     assert make_inference_options(cfg, "cuda").amp_dtype == torch.bfloat16
     assert tuple(make_inference_options(load_config(QUICKSTART, ["TEST.AMP", "True"]), "cuda")) == (
-        torch.float16, True, True)  # SOLVER.CHANNELS_LAST of the quickstart config
+        torch.float16, True, True, False)  # SOLVER.CHANNELS_LAST of the quickstart config
+    assert make_inference_options(load_config(QUICKSTART, ["TEST.COMPILE", "True"])).compile is True
 
 
 def test_prepare_for_inference_copies_and_leaves_the_model_alone():
