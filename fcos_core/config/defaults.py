@@ -429,7 +429,9 @@ _C.TEST.BACKEND = "pytorch"
 _C.TEST.ONNX_CACHE_DIR = ""
 # (new) Precision of the TEST.BACKEND graph: "fp32", or "int8": the export with
 # its convolutions quantized by tools/quantize_onnx.py (static, calibrated on
-# DATASETS.TRAIN; fcos_core/export/quantize.py), written beside the cached export.
+# DATASETS.TRAIN; fcos_core/export/quantize.py), written beside the cached export;
+# or "bf16" (TEST.BACKEND "openvino" only): the fp32 export run with OpenVINO's
+# bf16 INFERENCE_PRECISION_HINT, on CPUs with AVX-512 BF16 or AMX (an error elsewhere).
 _C.TEST.ONNX_PRECISION = "fp32"
 
 # Test-time augmentation: detections at several scales and/or flipped are

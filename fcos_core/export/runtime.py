@@ -14,7 +14,9 @@ metadata carries the same key and class count and it is not older than the weigh
 it is exported again (a log line says why). Both runtimes run in float32 on the CPU; with
 TEST.ONNX_PRECISION "int8" they run the export's int8 twin (convolutions quantized, the rest float32)
 that tools/quantize_onnx.py wrote beside it (fcos_core/export/quantize.py), which must carry the same
-key and not be older than the weights; it is never made or refreshed silently.
+key and not be older than the weights; it is never made or refreshed silently. TEST.ONNX_PRECISION
+"bf16" (OpenVINO only) runs the float32 export with OpenVINO's ``INFERENCE_PRECISION_HINT`` bf16,
+only on a CPU with native bfloat16 (AVX-512 BF16 or AMX): elsewhere OpenVINO would quietly run f32.
 """
 import hashlib
 import json
@@ -29,7 +31,7 @@ from fcos_core.structures.bounding_box import BoxList
 from fcos_core.utils.weight_cache import sha256_of
 
 __all__ = ["BACKENDS", "check_backend", "require_backend", "OnnxRuntimeRunner", "OpenVinoRunner", "make_backend_runner", "cached_export",
-           "export_cache_key", "default_cache_dir", "BackendOpError"]
+           "export_cache_key", "default_cache_dir", "BackendOpError", "check_native_bf16"]
 
 BACKENDS = ("pytorch", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": ("onnxruntime", "export"), "openvino": ("openvino", "openvino")}  # module, extra
@@ -205,19 +207,49 @@ class OnnxRuntimeRunner(object):
         return "OnnxRuntimeRunner({})".format(self.path)
 
 
-class OpenVinoRunner(object):
-    """The exported graph at ``path`` under OpenVINO on the CPU, float32 precision (no bf16 hint),
-    ``num_threads`` threads (None: torch's). ``__call__(image_list) -> list[BoxList]``."""
+OPENVINO_PRECISIONS = ("f32", "bf16")  # OpenVinoRunner's precision: INFERENCE_PRECISION_HINT
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 (fcos_core.utils.env)
 
-    def __init__(self, path, num_threads=None):
+
+def check_native_bf16(what):
+    """A ValueError starting with ``what`` (the option asking for bf16) on a CPU without native
+    bfloat16 (:func:`fcos_core.utils.env.cpu_has_fast_bf16` False), where OpenVINO's bf16 hint would
+    silently run float32."""
+    from fcos_core.utils import env
+
+    if not env.cpu_has_fast_bf16():
+        raise ValueError("{} needs a CPU with native bfloat16 (flag {} in /proc/cpuinfo); this CPU has neither, "
+                         "and OpenVINO would silently run float32 instead; use 'fp32'".format(what, " or ".join(BF16_FLAGS)))
+
+
+class OpenVinoRunner(object):
+    """The exported graph at ``path`` under OpenVINO on the CPU, ``num_threads`` threads (None:
+    torch's), ``precision`` "f32" or "bf16" (OpenVINO's INFERENCE_PRECISION_HINT: float32, or
+    bfloat16 convolutions and matrix products with float32 elsewhere).
+    ``__call__(image_list) -> list[BoxList]``.
+
+    Raises:
+        ValueError: an unknown ``precision``; "bf16" on a CPU without native bfloat16
+            (:func:`check_native_bf16`), or when OpenVINO does not take the hint.
+    """
+
+    def __init__(self, path, num_threads=None, precision="f32"):
+        if precision not in OPENVINO_PRECISIONS:
+            raise ValueError("OpenVINO precision {!r}: expected one of {}".format(precision, ", ".join(OPENVINO_PRECISIONS)))
+        if precision == "bf16":
+            check_native_bf16("OpenVINO precision 'bf16'")
         ov = require_backend("openvino")
         core = ov.Core()
-        self.path = path
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads()}
+        self.path, self.precision = path, precision
+        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads()}
         try:
             self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         except Exception as exc:  # OpConversionFailure, RuntimeError: both name the op in their message
             raise _op_error("openvino", path, exc) from exc
+        used = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
+        used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
+        if used != precision:  # nothing falls back silently
+            raise ValueError("OpenVINO compiled {} with precision {!r} instead of the {!r} asked for".format(path, used, precision))
         self.request = self.compiled.create_infer_request()
         self.outputs = [self.compiled.output(name) for name in ("boxes", "scores", "labels")]
 
@@ -229,7 +261,7 @@ class OpenVinoRunner(object):
         return results
 
     def __repr__(self):
-        return "OpenVinoRunner({})".format(self.path)
+        return "OpenVinoRunner({}, precision={!r})".format(self.path, self.precision)
 
 
 RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}
@@ -240,14 +272,16 @@ def make_backend_runner(cfg, weight):
     model-zoo name), or None for "pytorch".
 
     ``cfg`` must give MODEL.FCOS.NUM_CLASSES (> 0). TEST.AMP and TEST.BBOX_AUG are PyTorch-only:
-    asking for them with another backend is a ValueError rather than a silent float32 / plain run.
+    asking for them with another backend is a ValueError rather than a silent float32 / plain run;
+    so is TEST.ONNX_PRECISION "bf16" with onnxruntime or on a CPU without native bfloat16.
     """
     name = cfg.TEST.BACKEND
     if name == "pytorch":
         return None
     require_backend(name)
     if cfg.TEST.AMP or cfg.TEST.BBOX_AUG.ENABLED:
-        raise ValueError("TEST.BACKEND {!r} runs the ONNX export in float32 without test-time augmentation; "
+        raise ValueError("TEST.BACKEND {!r} runs the ONNX export without autocast or test-time augmentation (its "
+                         "precision is TEST.ONNX_PRECISION's: 'fp32', 'int8', or 'bf16' under 'openvino'); "
                          "TEST.AMP and TEST.BBOX_AUG.ENABLED need TEST.BACKEND 'pytorch'".format(name))
     from fcos_core.utils.model_zoo import resolve_weight
 
@@ -255,12 +289,28 @@ def make_backend_runner(cfg, weight):
     if not local or not os.path.isfile(local):
         raise FileNotFoundError("TEST.BACKEND {!r} exports the model from its weight file; MODEL.WEIGHT {!r} "
                                 "is not a file".format(name, weight))
-    if cfg.TEST.ONNX_PRECISION not in ("fp32", "int8"):
-        raise ValueError("TEST.ONNX_PRECISION {!r}: expected 'fp32' or 'int8'".format(cfg.TEST.ONNX_PRECISION))
+    precision = _check_precision(cfg.TEST.ONNX_PRECISION, name)
     path = cached_export(cfg, local)
-    if cfg.TEST.ONNX_PRECISION == "int8":
+    if precision == "int8":
         path = _int8_export(path, local, cfg.MODEL.FCOS.NUM_CLASSES)
+    if precision == "bf16":
+        return OpenVinoRunner(path, precision="bf16")
     return RUNNERS[name](path)
+
+
+def _check_precision(precision, backend):
+    """TEST.ONNX_PRECISION ``precision`` (returned) if ``backend`` can run it, else a ValueError
+    naming the key: "bf16" is OpenVINO's precision hint on the float32 export, on CPUs with native
+    bfloat16 only (onnxruntime has no such option)."""
+    if precision not in ("fp32", "int8", "bf16"):
+        raise ValueError("TEST.ONNX_PRECISION {!r}: expected 'fp32' or 'int8' (or 'bf16' with TEST.BACKEND "
+                         "'openvino')".format(precision))
+    if precision == "bf16" and backend != "openvino":
+        raise ValueError("TEST.ONNX_PRECISION 'bf16' is OpenVINO-only (its bf16 precision hint on the float32 "
+                         "export); TEST.BACKEND is {!r}: use TEST.BACKEND 'openvino', or 'fp32' / 'int8'".format(backend))
+    if precision == "bf16":
+        check_native_bf16("TEST.ONNX_PRECISION 'bf16'")
+    return precision
 
 
 def _int8_export(fp32_path, weight, num_classes):
