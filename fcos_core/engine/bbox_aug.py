@@ -8,7 +8,9 @@ As the original (FCOS's ``engine/bbox_aug.py``), per image:
    the data pipeline's resize of INPUT.RESIZE_STYLE (``make_resize``: the original's ``Resize``
    rule, or torchvision's ``TensorResize``), and flips after resizing;
 2. the boxes of a flipped pass are flipped back with ``BoxList.transpose(FLIP_LEFT_RIGHT)``
-   (pixel-inclusive: ``x -> W - 1 - x`` in the flipped image's width ``W``);
+   (pixel-inclusive: ``x -> W - 1 - x`` in the flipped image's width ``W``); in the torchvision
+   box convention (MODEL.FCOS.CONVENTION "torchvision": continuous boxes, clipped to [0, W])
+   ``x -> W - x`` instead, so that a box touching the right border comes back at 0, not at -1;
 3. every pass's boxes are mapped to the first (test-scale) pass's image size with ``BoxList.resize``
    (x by the width ratio, y by the height ratio);
 4. the pooled boxes go through the post-processor's ``select_over_all_levels``: class-aware NMS
@@ -30,6 +32,7 @@ import torch
 from torchvision.transforms import functional as TF
 
 from fcos_core.data.transforms import TensorResize, make_resize
+from fcos_core.modeling.rpn.fcos.conventions import check_convention
 from fcos_core.structures.bounding_box import FLIP_LEFT_RIGHT, BoxList
 from fcos_core.structures.image_list import to_image_list
 
@@ -71,12 +74,23 @@ def _resized(image, min_size, max_size, resize_style="original"):
     return TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
-def _detect_pass(model, images, min_size, max_size, hflip, size_divisible, resize_style="original"):
+def _unflip(boxlist, continuous):
+    """``boxlist`` flipped back left-right: ``x -> W - 1 - x`` (pixel-inclusive boxes), or
+    ``x -> W - x`` when ``continuous`` (the torchvision convention)."""
+    flipped = boxlist.transpose(FLIP_LEFT_RIGHT)
+    if continuous:
+        flipped.bbox = flipped.bbox + flipped.bbox.new_tensor([1.0, 0.0, 1.0, 0.0])
+    return flipped
+
+
+def _detect_pass(model, images, min_size, max_size, hflip, size_divisible, resize_style="original",
+                 continuous=False):
     """Detections of one pass, in the coordinates of that pass's (resized, unflipped) images.
 
     Args:
         images: list of [3, h, w] normalised tensors on the model's device.
         resize_style: INPUT.RESIZE_STYLE, the resize of :func:`_resized`.
+        continuous: the model's boxes are continuous (flipped back as ``W - x``, :func:`_unflip`).
     Returns:
         list of BoxList, ``size`` = (width, height) of the resized image.
     """
@@ -85,7 +99,7 @@ def _detect_pass(model, images, min_size, max_size, hflip, size_divisible, resiz
         images = [t.flip(-1) for t in images]
     results = model(to_image_list(images, size_divisible))
     if hflip:
-        results = [r.transpose(FLIP_LEFT_RIGHT) for r in results]
+        results = [_unflip(r, continuous) for r in results]
     return results
 
 
@@ -100,7 +114,7 @@ def _pooled(boxlists):
 
 
 def im_detect_bbox_aug(model, images, device, test_size, scales=(), max_size=4000, hflip=False,
-                       scale_hflip=False, size_divisible=0, resize_style="original"):
+                       scale_hflip=False, size_divisible=0, resize_style="original", convention="original"):
     """Merged detections of every pass of :func:`tta_passes`, one BoxList per image.
 
     Args:
@@ -110,12 +124,14 @@ def im_detect_bbox_aug(model, images, device, test_size, scales=(), max_size=400
         test_size, scales, max_size, hflip, scale_hflip: see :func:`tta_passes`.
         size_divisible: padding of each pass's batch (DATALOADER.SIZE_DIVISIBILITY).
         resize_style: how every pass resizes (INPUT.RESIZE_STYLE: "original" or "torchvision").
+        convention: the model's box convention (MODEL.FCOS.CONVENTION): how flipped boxes come back.
     Returns:
         list of BoxList ``xyxy`` in pixels of the test-scale image (its ``size``), fields "scores"
         and "labels", after class-aware NMS and the post-processor's top-k.
     """
     originals = _unpadded(images.to(device))
-    passes = [_detect_pass(model, originals, *p, size_divisible, resize_style)
+    continuous = check_convention(convention) == "torchvision"
+    passes = [_detect_pass(model, originals, *p, size_divisible, resize_style, continuous)
               for p in tta_passes(test_size, scales, max_size, hflip, scale_hflip)]
     merged = [_pooled([p[i] for p in passes]) for i in range(len(originals))]
     return model.rpn.box_selector_test.select_over_all_levels(merged)
@@ -135,7 +151,8 @@ def make_bbox_aug_fn(cfg):
 
     Reads TEST.BBOX_AUG.*, INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (the first pass),
     DATALOADER.SIZE_DIVISIBILITY (the padding of every pass, as the plain path's batches) and
-    INPUT.RESIZE_STYLE (how every pass resizes, as the data pipeline would).
+    INPUT.RESIZE_STYLE (how every pass resizes, as the data pipeline would) and MODEL.FCOS.CONVENTION
+    (how flipped boxes come back).
     """
     aug = cfg.TEST.BBOX_AUG
     if not aug.ENABLED:
@@ -144,7 +161,7 @@ def make_bbox_aug_fn(cfg):
     test_size = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     options = dict(scales=tuple(aug.SCALES), max_size=aug.MAX_SIZE, hflip=aug.H_FLIP,
                    scale_hflip=aug.SCALE_H_FLIP, size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,
-                   resize_style=cfg.INPUT.RESIZE_STYLE)
+                   resize_style=cfg.INPUT.RESIZE_STYLE, convention=check_convention(cfg.MODEL.FCOS.CONVENTION))
     make_resize(options["resize_style"], *test_size)  # an unknown style: ValueError naming the key, now
 
     def fn(model, images, device):

@@ -27,7 +27,7 @@ from torch import nn
 
 from fcos_core.layers import ml_nms
 from fcos_core.modeling.rpn.fcos.inference import decode_boxes
-from fcos_core.modeling.rpn.fcos.fcos import CONVENTIONS
+from fcos_core.modeling.rpn.fcos.conventions import CONVENTIONS, check_convention
 from fcos_core.modeling.rpn.fcos.target_assignment import compute_locations_per_level, torchvision_locations_per_level
 
 __all__ = ["ExportPostProcessor", "make_export_postprocessor", "class_nms", "per_class_nms", "legacy_class_nms",
@@ -123,8 +123,7 @@ class ExportPostProcessor(nn.Module):
     def __init__(self, fpn_strides, pre_nms_thresh, pre_nms_top_n, nms_thresh, detections_per_img, num_classes,
                  convention="original", min_size=0):
         super().__init__()
-        if convention not in CONVENTIONS:
-            raise ValueError("MODEL.FCOS.CONVENTION must be one of {}, got {!r}".format(CONVENTIONS, convention))
+        check_convention(convention)
         self.fpn_strides = list(fpn_strides)
         self.pre_nms_thresh = pre_nms_thresh
         self.pre_nms_top_n = pre_nms_top_n

@@ -112,6 +112,39 @@ def test_hflip_maps_back_pixel_inclusive_and_merges_duplicates():
     _assert_rows(result, {1: [[10, 20, 40, 50, 0.9]], 2: [[119 - 25, 10, 119 - 5, 30, 0.7]]})
 
 
+def test_hflip_in_the_torchvision_convention_maps_back_continuously():
+    """MODEL.FCOS.CONVENTION "torchvision" (continuous boxes clipped to [0, W]): the flipped pass's
+    box at x comes back at W - x, so one touching the flipped image's right border (x2 = W) comes
+    back at x1 = 0 (not -1), and the mirrored object merges with the unflipped one exactly."""
+
+    def detect(h, w, flipped):
+        if not flipped:
+            return [(10, 20, 40, 50, 1, 0.6)]
+        return [(w - 40, 20, w - 10, 50, 1, 0.9), (100, 10, w, 30, 2, 0.7)]
+
+    _, (result,) = _run(detect, [_ramp(120, 80)], hflip=True, convention="torchvision")
+    _assert_rows(result, {1: [[10, 20, 40, 50, 0.9]], 2: [[0, 10, 20, 30, 0.7]]})
+    _, (pixel,) = _run(detect, [_ramp(120, 80)], hflip=True)  # the original convention: W - 1 - x
+    assert _as_rows(pixel)[2] == [[-1.0, 10.0, 19.0, 30.0, _as_rows(pixel)[2][0][4]]]
+    with pytest.raises(ValueError, match="MODEL.FCOS.CONVENTION must be one of .*'tv'"):
+        _run(detect, [_ramp(120, 80)], hflip=True, convention="tv")
+
+
+def test_make_bbox_aug_fn_reads_the_convention():
+    """make_bbox_aug_fn passes MODEL.FCOS.CONVENTION on: a box at the flipped image's right border
+    comes back at 0 in the torchvision convention, at -1 in the original one."""
+
+    def detect(h, w, flipped):
+        return [(w - 20, 10, w, 30, 1, 0.7)] if flipped else []
+
+    images = to_image_list([_ramp(120, 80)])
+    opts = ["TEST.BBOX_AUG.ENABLED", "True", "TEST.BBOX_AUG.H_FLIP", "True"]
+    for convention, x1 in (("original", -1.0), ("torchvision", 0.0)):
+        (result,) = make_bbox_aug_fn(_config(*opts, "MODEL.FCOS.CONVENTION", convention))(
+            FakeDetector(detect), images, "cpu")
+        assert result.bbox[0, 0].item() == x1
+
+
 def test_scales_map_back_to_the_test_scale_image():
     """SCALES (40,) on a 120 x 80 image: a 60 x 40 pass, boxes x2; flipped at that scale, a box at x
     of the 60-wide image comes back at (59 - x) x 2."""

@@ -16,9 +16,8 @@ from fcos_core.layers.scale import Scale
 
 from .inference import make_fcos_postprocessor
 from .loss import make_fcos_loss_evaluator
+from .conventions import CONVENTIONS, check_convention  # noqa: F401 (CONVENTIONS: re-exported)
 from .target_assignment import compute_locations_per_level, torchvision_locations_per_level
-
-CONVENTIONS = ("original", "torchvision")
 
 
 def _tower(in_channels, num_convs, use_dcn_last):
@@ -141,8 +140,7 @@ class FCOSModule(nn.Module):
 
     def __init__(self, head, loss_evaluator, box_selector_test, fpn_strides, convention="original"):
         super().__init__()
-        if convention not in CONVENTIONS:
-            raise ValueError("MODEL.FCOS.CONVENTION must be one of {}, got {!r}".format(CONVENTIONS, convention))
+        check_convention(convention)
         self.head = head
         self.loss_evaluator = loss_evaluator
         self.box_selector_test = box_selector_test

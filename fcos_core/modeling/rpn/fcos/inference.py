@@ -23,6 +23,7 @@ import torch
 from fcos_core.layers.nms import ml_nms
 from fcos_core.structures.bounding_box import BoxList
 
+from .conventions import check_convention
 from .target_assignment import flatten_level_outputs
 
 
@@ -236,9 +237,7 @@ def split_by_image(image_idx, boxes, scores, labels, image_sizes):
 def make_fcos_postprocessor(cfg):
     """Build :class:`FCOSPostProcessor` from MODEL.FCOS.* (CONVENTION chooses the rules) and
     TEST.DETECTIONS_PER_IMG."""
-    convention = cfg.MODEL.FCOS.CONVENTION
-    if convention not in ("original", "torchvision"):
-        raise ValueError("MODEL.FCOS.CONVENTION must be 'original' or 'torchvision', got {!r}".format(convention))
+    convention = check_convention(cfg.MODEL.FCOS.CONVENTION)
     torchvision = convention == "torchvision"
     return FCOSPostProcessor(
         pre_nms_thresh=cfg.MODEL.FCOS.INFERENCE_TH,
