@@ -6,34 +6,16 @@ fp32 speed-up of the whole detector is bounded by the speed-up of its convolutio
 convolutions that dominate it, as oneDNN runs them at test time (channels_last, batch 1, under
 ``torch.inference_mode``): a head-tower conv (3x3, 256 -> 256) on the P3 map of an 800 x 1333 image
 (100 x 168), and two ResNet-50 backbone convs. It prints GFLOP/s (2 x multiply-adds / time, median
-of ``--runs``) per dtype and the bf16 / fp32 time ratio.
+of ``--runs``) per dtype and the bf16 / fp32 time ratio. The convolutions and their timing are
+fcos_core.benchmark.conv_throughput's (the deploy part of tools/benchmark.py uses the same).
 
     python tools/conv_throughput.py [--threads 2] [--runs 10]
 """
 import argparse
 
 import torch
-import torch.nn.functional as F
 
-from fcos_core.benchmark.timing import median_ms  # the ops benchmark's timing: median after warm-up
-
-# (name, C_in, C_out, kernel, stride, H, W of the input)
-CONVS = [
-    ("head tower 3x3 256->256 on P3", 256, 256, 3, 1, 100, 168),
-    ("res3 3x3 128->128", 128, 128, 3, 1, 100, 168),
-    ("res2 1x1 256->64", 256, 64, 1, 1, 200, 336),
-]
-
-
-def time_conv(c_in, c_out, k, stride, h, w, dtype, runs):
-    """Median seconds of one convolution (channels_last input and weight of ``dtype``)."""
-    torch.manual_seed(0)
-    x = torch.randn(1, c_in, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
-    weight = (torch.randn(c_out, c_in, k, k) * 0.05).to(dtype).contiguous(memory_format=torch.channels_last)
-    bias = torch.zeros(c_out, dtype=dtype)
-    with torch.inference_mode():
-        # two warm-up calls (oneDNN primitive creation)
-        return median_ms(lambda: F.conv2d(x, weight, bias, stride, k // 2), "cpu", runs, 2) / 1e3
+from fcos_core.benchmark.conv_throughput import CONVS, conv_flops, time_conv
 
 
 def main(argv=None):
@@ -48,7 +30,7 @@ def main(argv=None):
     print("|---|---:|---:|---:|---:|---:|")
     rows = []
     for name, c_in, c_out, k, stride, h, w in CONVS:
-        flops = 2.0 * c_out * c_in * k * k * (h // stride) * (w // stride)
+        flops = conv_flops(c_in, c_out, k, stride, h, w)
         t32 = time_conv(c_in, c_out, k, stride, h, w, torch.float32, args.runs)
         t16 = time_conv(c_in, c_out, k, stride, h, w, torch.bfloat16, args.runs)
         rows.append((name, t32, t16))

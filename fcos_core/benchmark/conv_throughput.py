@@ -1,0 +1,99 @@
+"""Convolution throughput: of this CPU (one convolution timed alone, tools/conv_throughput.py and the
+deploy part of tools/benchmark.py) and the convolution FLOPs a detector does for one image.
+
+FLOPs are 2 x multiply-adds (the bias and everything that is not a convolution excluded), so
+"throughput" is 2 x multiply-adds per second, in float32, bfloat16 or int8 ("int8 OPS").
+"""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from fcos_core.benchmark.timing import median_ms  # the ops benchmark's timing: median after warm-up
+
+# (name, C_in, C_out, kernel, stride, H, W of the input): the convolutions that dominate FCOS-R-50
+# at 800 x 1333; the first one is the reference of the deploy table's "conv throughput fraction"
+CONVS = [
+    ("head tower 3x3 256->256 on P3", 256, 256, 3, 1, 100, 168),
+    ("res3 3x3 128->128", 128, 128, 3, 1, 100, 168),
+    ("res2 1x1 256->64", 256, 64, 1, 1, 200, 336),
+]
+DTYPES = ("fp32", "bf16", "int8")
+INT8_ENGINE = "onednn"  # torch's quantized engine for int8: oneDNN (VNNI / AMX int8), which OpenVINO also uses
+
+
+def conv_flops(c_in, c_out, k, stride, h, w):
+    """2 x multiply-adds of one ``k`` x ``k`` convolution (padding ``k // 2``) of a [1, c_in, h, w] input."""
+    return 2.0 * c_out * c_in * k * k * (h // stride) * (w // stride)
+
+
+@contextlib.contextmanager
+def _quantized_engine(name):
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _int8_conv(x, weight, stride, k):
+    """A callable running ``weight`` (float [C_out, C_in, k, k]) on ``x`` (float, channels_last) as a
+    quantized convolution: uint8 activations, int8 per-channel weights, prepacked for :data:`INT8_ENGINE`."""
+    qx = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
+    c_out = weight.shape[0]
+    qw = torch.quantize_per_channel(weight.contiguous(), torch.full((c_out,), 0.002, dtype=torch.double),
+                                    torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
+    packed = torch.ops.quantized.conv2d_prepack(qw, None, [stride] * 2, [k // 2] * 2, [1, 1], 1)
+    return lambda: torch.ops.quantized.conv2d(qx, packed, 0.1, 128)
+
+
+def time_conv(c_in, c_out, k, stride, h, w, dtype, runs):
+    """Median seconds of one convolution of a [1, c_in, h, w] channels_last input, padding ``k // 2``.
+
+    ``dtype``: torch.float32 / torch.bfloat16 (input, weight and bias of that dtype, ``F.conv2d``), or
+    "int8" (torch's quantized convolution on the oneDNN engine, see :func:`_int8_conv`; raises
+    RuntimeError where that engine is missing). Two warm-up calls (oneDNN primitive creation) first.
+    """
+    torch.manual_seed(0)
+    x = torch.randn(1, c_in, h, w).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c_out, c_in, k, k) * 0.05
+    with torch.inference_mode():
+        if dtype == "int8":
+            if INT8_ENGINE not in torch.backends.quantized.supported_engines:
+                raise RuntimeError("torch has no {} quantized engine here (it has {})".format(
+                    INT8_ENGINE, ", ".join(torch.backends.quantized.supported_engines)))
+            with _quantized_engine(INT8_ENGINE):
+                return median_ms(_int8_conv(x, weight, stride, k), "cpu", runs, 2) / 1e3
+        x = x.to(dtype)
+        weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
+        bias = torch.zeros(c_out, dtype=dtype)
+        return median_ms(lambda: F.conv2d(x, weight, bias, stride, k // 2), "cpu", runs, 2) / 1e3
+
+
+def cpu_conv_throughput(dtype, runs=3, conv=CONVS[0]):
+    """FLOP/s (2 x multiply-adds per second) of the CPU on ``conv`` (a :data:`CONVS` entry, default
+    the head-tower convolution) in ``dtype`` ("fp32", "bf16" or "int8"), median of ``runs``."""
+    _, c_in, c_out, k, stride, h, w = conv
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": "int8"}[dtype]
+    return conv_flops(c_in, c_out, k, stride, h, w) / time_conv(c_in, c_out, k, stride, h, w, torch_dtype, runs)
+
+
+def model_conv_flops(model, call):
+    """2 x multiply-adds of every ``nn.Conv2d`` of ``model`` (any depth) during ``call()``, each call
+    counted (a module run twice counts twice): N C_out H_out W_out (C_in / groups) k_h k_w per
+    call, from its output shape. Hooks are removed afterwards. Returns a float."""
+    total = [0.0]
+
+    def hook(module, inputs, output):
+        kh, kw = module.kernel_size
+        total[0] += 2.0 * output.numel() * (module.in_channels // module.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            call()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0]
