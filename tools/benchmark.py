@@ -2,7 +2,8 @@
 """Benchmark FCOS (this codebase) against torchvision's detectors, as ratios measured in one process.
 
 Parts (``--only`` runs one of them; by default the first three, and ``accuracy`` too when
-``--weights`` is given):
+``--weights`` is given; ``deploy`` only with ``--only deploy``: it exports a 130 MB ONNX graph,
+quantizes it and compiles the model, minutes before the first timed round):
 
 * ``inference``: time per image, eval mode, ``torch.inference_mode``, batch 1, one image of
   ``--size H W`` (default 800 x 1333), no data loading. Ours: ``fcos_R_50_FPN_1x`` (backbone, head
@@ -43,6 +44,17 @@ Parts (``--only`` runs one of them; by default the first three, and ``accuracy``
   CUDA), each evaluated as tools/test_net.py evaluates it (``load_model_for_test``, then ``run_test``
   of fcos_core.engine.defaults), and the difference in AP points (the goal: within 0.5).
 
+* ``deploy`` (CPU only): one image of ``--size``, every row the whole detector with post-processing:
+  ours as tools/test_net.py runs it in fp32 and bf16 (TEST.AMP) and with TEST.COMPILE; its ONNX export
+  under onnxruntime (fp32, int8) and OpenVINO (fp32, bf16 precision hint, int8; int8 calibrated on
+  ``--int8-calib-images`` variants of the image); torchvision ``fcos_resnet50_fpn`` fp32 and bf16. Columns:
+  s/img, this / ours fp32, this / OpenVINO in the same precision, and the fraction of the CPU's
+  convolution throughput (measured in the same process, fcos_core.benchmark.conv_throughput) each row
+  reaches; the header names the CPU and its AMX / AVX-512 BF16 / VNNI flags; a summary line gives ours
+  compiled / OpenVINO in fp32 and bf16 against the goals (1.0x, 1.2x). bf16 rows are skipped on a CPU
+  without native bfloat16, a runtime's rows when it is not installed, ``--deploy-skip`` groups on
+  request, each with its reason (``fcos_core.benchmark.deploy``).
+
 Fairness (the same for every model):
 
 * same thread count (``--threads``, default ``torch.get_num_threads()``), same process, same image;
@@ -70,8 +82,9 @@ Examples::
     python tools/benchmark.py --only train --size 512 672 --runs 3
     python tools/benchmark.py --size 320 480 --runs 3 --json out.json --markdown out.md
     python tools/benchmark.py --only accuracy --weights output/quickstart/model_final.pth
+    python tools/benchmark.py --only deploy --size 800 1216 --json deploy.json --markdown deploy.md
 
-The parts are fcos_core.benchmark's (inference, train, ops, accuracy; report writes the tables);
+The parts are fcos_core.benchmark's (inference, train, ops, accuracy, deploy; report writes the tables);
 this script parses the options and writes the outputs.
 """
 import argparse
@@ -81,6 +94,7 @@ from collections import OrderedDict
 import torch
 
 from fcos_core.benchmark.accuracy import ACCURACY_CONFIG, bench_accuracy
+from fcos_core.benchmark.deploy import SKIP_GROUPS, bench_deploy
 from fcos_core.benchmark.inference import bench_inference, inference_summary
 from fcos_core.benchmark.ops import bench_ops
 from fcos_core.benchmark.report import machine_info, markdown
@@ -95,7 +109,7 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[800, 1333], help="image size (default 800 1333)")
     parser.add_argument("--runs", type=int, default=5, help="timed interleaved rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="discarded rounds before timing")
-    parser.add_argument("--only", choices=["inference", "train", "ops", "accuracy"], help="run one part only")
+    parser.add_argument("--only", choices=["inference", "train", "ops", "accuracy", "deploy"], help="run one part only")
     parser.add_argument("--candidate-fraction", type=float, default=0.01, help="fraction of class scores above threshold (inference)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torchvision-channels-last", action="store_true",
@@ -105,11 +119,19 @@ def parse_args(argv=None):
     parser.add_argument("--weights", metavar="PATH", help="accuracy: a trained model (e.g. output/quickstart/model_final.pth)")
     parser.add_argument("--accuracy-config", metavar="FILE", default=ACCURACY_CONFIG,
                         help="accuracy: the config the model was trained with (default %(default)s)")
+    parser.add_argument("--deploy-skip", nargs="+", default=[], choices=SKIP_GROUPS, metavar="GROUP",
+                        help="deploy: rows not to run, by group: " + ", ".join(SKIP_GROUPS))
+    parser.add_argument("--int8-calib-images", type=int, default=8,
+                        help="deploy: variants of the image the int8 export is calibrated on (default %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the markdown table")
     args = parser.parse_args(argv)
     if args.only == "accuracy" and not args.weights:
         parser.error("--only accuracy needs --weights PATH (a model trained with --accuracy-config)")
+    if args.only == "deploy" and args.device != "cpu":
+        parser.error("--only deploy runs on the CPU (--device cpu)")
+    if args.int8_calib_images <= 0:
+        parser.error("--int8-calib-images must be positive, got {}".format(args.int8_calib_images))
     return args
 
 
@@ -121,7 +143,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     info = machine_info(args)
     result = OrderedDict(info=info)
-    inference = train = ops = ops_note = summary = accuracy = accuracy_note = None
+    inference = train = ops = ops_note = summary = accuracy = accuracy_note = deploy = None
     if args.only in (None, "inference"):
         inference = result["inference"] = bench_inference(args)
         summary = result["inference_summary"] = inference_summary(inference, args.device)
@@ -135,7 +157,9 @@ def main(argv=None):
             accuracy = result["accuracy"] = bench_accuracy(args)
         else:
             accuracy_note = result["accuracy_note"] = "skipped: no --weights (a trained model) given"
-    text = markdown(info, inference, train, ops, ops_note, summary, accuracy, accuracy_note)
+    if args.only == "deploy":
+        deploy = result["deploy"] = bench_deploy(args)
+    text = markdown(info, inference, train, ops, ops_note, summary, accuracy, accuracy_note, deploy)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -5,6 +5,7 @@ FLOPs are 2 x multiply-adds (the bias and everything that is not a convolution e
 "throughput" is 2 x multiply-adds per second, in float32, bfloat16 or int8 ("int8 OPS").
 """
 import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +40,15 @@ def _quantized_engine(name):
 
 def _int8_conv(x, weight, stride, k):
     """A callable running ``weight`` (float [C_out, C_in, k, k]) on ``x`` (float, channels_last) as a
-    quantized convolution: uint8 activations, int8 per-channel weights, prepacked for :data:`INT8_ENGINE`."""
-    qx = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
+    quantized convolution: uint8 activations, int8 per-channel weights, prepacked for :data:`INT8_ENGINE`.
+    (torch deprecates its quantized tensors; its warning is silenced here, and once they are gone this
+    raises and the caller leaves int8 blank.)"""
     c_out = weight.shape[0]
-    qw = torch.quantize_per_channel(weight.contiguous(), torch.full((c_out,), 0.002, dtype=torch.double),
-                                    torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated")
+        qx = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
+        qw = torch.quantize_per_channel(weight.contiguous(), torch.full((c_out,), 0.002, dtype=torch.double),
+                                        torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
     packed = torch.ops.quantized.conv2d_prepack(qw, None, [stride] * 2, [k // 2] * 2, [1, 1], 1)
     return lambda: torch.ops.quantized.conv2d(qx, packed, 0.1, 128)
 

@@ -54,8 +54,9 @@ ISA_FLAGS = ("sse4_2", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf1
 
 
 def cpu_info():
-    """{"cpu": model name, "cpus": logical CPUs, "flags": those of :data:`ISA_FLAGS` it has, comma-separated},
-    from /proc/cpuinfo (the platform's processor name where it cannot be read)."""
+    """{"cpu": model name, "cpus": logical CPUs, "flags": those of :data:`ISA_FLAGS` it has, comma-separated,
+    "isa": {flag: present (bool)} for every flag of :data:`ISA_FLAGS`}, from /proc/cpuinfo (the
+    platform's processor name, and every flag absent, where it cannot be read)."""
     name, flags = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -65,7 +66,8 @@ def cpu_info():
     except OSError:
         pass
     have = set(flags.split())
-    return OrderedDict(cpu=name, cpus=os.cpu_count(), flags=",".join(x for x in ISA_FLAGS if x in have))
+    return OrderedDict(cpu=name, cpus=os.cpu_count(), flags=",".join(x for x in ISA_FLAGS if x in have),
+                       isa=OrderedDict((x, x in have) for x in ISA_FLAGS))
 
 
 def write_outputs(text, result, markdown_path=None, json_path=None):
@@ -89,6 +91,7 @@ def machine_info(args, script=os.path.join(ROOT, "tools", "benchmark.py")):
         device_name=torch.cuda.get_device_name() if args.device == "cuda" else cpu["cpu"],
         cpu_count=os.cpu_count(),
         cpu_isa=cpu["flags"],
+        cpu_flags=cpu["isa"],
         threads=torch.get_num_threads(),
         torch=torch.__version__,
         torchvision=__import__("torchvision").__version__,
@@ -189,8 +192,10 @@ def _accuracy_lines(accuracy):
     ]
 
 
-def markdown(info, inference=None, train=None, ops=None, ops_note=None, inference_summary=None, accuracy=None, accuracy_note=None):
-    """The markdown report of tools/benchmark.py: the machine, then a table per part that ran."""
+def markdown(info, inference=None, train=None, ops=None, ops_note=None, inference_summary=None, accuracy=None, accuracy_note=None,
+             deploy=None):
+    """The markdown report of tools/benchmark.py: the machine, then a table per part that ran (``deploy``:
+    :func:`fcos_core.benchmark.deploy.bench_deploy`'s result)."""
     lines = [
         f"Machine: {info['device_name']} ({info['device']}, {info['cpu_count']} cores, {info['cpu_isa'] or 'n/a'}); "
         f"threads {info['threads']}; torch {info['torch']}, torchvision {info['torchvision']}; {info['date']}.",
@@ -205,6 +210,10 @@ def markdown(info, inference=None, train=None, ops=None, ops_note=None, inferenc
         lines += _accuracy_lines(accuracy)
     elif accuracy_note:
         lines += [f"Accuracy: {accuracy_note}", ""]
+    if deploy is not None:
+        from fcos_core.benchmark.deploy import deploy_lines  # it imports this module
+
+        lines += deploy_lines(info, deploy)
     if ops is not None or ops_note:
         lines += [f"Ops: {ops_note}", ""]
         for title, rows in (ops or {}).items():

@@ -11,6 +11,8 @@ seen on calibration images). Everything else, the post-processing included (box 
 Calibration images are DATASETS.TRAIN's, through the *test* transforms (the inputs the graph sees at
 inference), ``num_images`` of them spread evenly over the dataset. An image that cannot be read is
 skipped with a warning naming it; when none can be read, a ValueError names the dataset.
+:class:`ArrayCalibrationReader` calibrates on given arrays instead (tools/benchmark.py's deploy part:
+variants of its benchmark image).
 """
 import logging
 import os
@@ -21,7 +23,7 @@ import torch
 
 from fcos_core.data.datasets.skips import data_skip_counts
 
-__all__ = ["ImageCalibrationReader", "quantize_export", "int8_path", "make_calibration_dataset", "quantize_checkpoint"]
+__all__ = ["ImageCalibrationReader", "ArrayCalibrationReader", "quantize_export", "int8_path", "make_calibration_dataset", "quantize_checkpoint"]
 
 UNREADABLE = "unreadable_image"  # the datasets' skip reason for an image that cannot be decoded
 PRECISION = "fcos_precision"  # metadata entry: "int8" in a quantized file
@@ -81,6 +83,34 @@ class ImageCalibrationReader(object):
             raise ValueError("calibration dataset {}: none of its {} images tried could be read (indices {})".format(
                 self.name, len(self.indices), self.skipped[:10]))
         return None
+
+
+class ArrayCalibrationReader(object):
+    """onnxruntime ``CalibrationDataReader`` over ``arrays``, an iterable of float32 arrays
+    ``[1, 3, h, w]`` (images after the test transforms, as the graph's ``image`` input takes them).
+
+    ``name`` says what they are, for the int8 file's metadata (:meth:`describe`) and the error raised
+    when ``arrays`` holds none.
+    """
+
+    def __init__(self, arrays, name):
+        self.arrays, self.name, self.used = iter(arrays), name, 0
+
+    def describe(self):
+        return "{} images of {}".format(self.used, self.name)
+
+    def get_next(self):
+        image = next(self.arrays, None)
+        if image is None:
+            if self.used == 0:
+                raise ValueError("calibration images {}: none given".format(self.name))
+            return None
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 4 or image.shape[:2] != (1, 3):
+            raise ValueError("calibration images {}: expected float32 arrays [1, 3, h, w], got shape {}".format(
+                self.name, list(image.shape)))
+        self.used += 1
+        return {"image": np.ascontiguousarray(image)}
 
 
 def quantize_export(fp32_path, output, reader, metadata=None):
