@@ -84,21 +84,16 @@ def cpu_conv_throughput(dtype, runs=3, conv=CONVS[0]):
     return conv_flops(c_in, c_out, k, stride, h, w) / time_conv(c_in, c_out, k, stride, h, w, torch_dtype, runs)
 
 
-def model_conv_flops(model, call):
-    """2 x multiply-adds of every ``nn.Conv2d`` of ``model`` (any depth) during ``call()``, each call
-    counted (a module run twice counts twice): N C_out H_out W_out (C_in / groups) k_h k_w per
-    call, from its output shape. Hooks are removed afterwards. Returns a float."""
-    total = [0.0]
+def model_conv_flops(call):
+    """2 x multiply-adds of every convolution ``call()`` runs (each call counted: a layer run twice
+    counts twice), N C_out H_out W_out (C_in / groups) k_h k_w each, from the shapes at the aten level
+    (``torch.utils.flop_counter.FlopCounterMode``), so whatever module or function issues them counts
+    (ours runs its backbone convolutions through ``F.conv2d`` with the frozen norms folded in, which
+    forward hooks on ``nn.Conv2d`` would miss). Nothing else (matrix products, post-processing) is
+    counted. Runs ``call()`` once under ``torch.inference_mode``; returns a float."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def hook(module, inputs, output):
-        kh, kw = module.kernel_size
-        total[0] += 2.0 * output.numel() * (module.in_channels // module.groups) * kh * kw
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    try:
-        with torch.inference_mode():
-            call()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total[0]
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        call()
+    counts = counter.get_flop_counts().get("Global", {})
+    return float(sum(n for op, n in counts.items() if "convolution" in str(op) and "backward" not in str(op)))

@@ -25,9 +25,9 @@ a runtime that is not installed; ``--deploy-skip GROUP``; a row that fails on it
 Columns: s/img; this / ours fp32 and this / OpenVINO in the same precision (fp32 rows against
 OpenVINO fp32, bf16 against OpenVINO bf16, int8 against OpenVINO int8), each also as the median of
 the per-round ratios; the conv throughput fraction: the detector's convolution FLOPs for this image
-(2 x multiply-adds of every Conv2d of backbone, FPN and head, counted once with forward hooks, for the
-padded input; the post-processing has no convolutions and is excluded, though its time is in the
-row's) / the row's time / the CPU's convolution throughput in the row's dtype, measured in the same
+(2 x multiply-adds of every convolution of backbone, FPN and head, counted once from the shapes by
+torch's FlopCounterMode on the eager fp32 model, for the padded input; the post-processing has no
+convolutions and is excluded, though its time is in the row's) / the row's time / the CPU's convolution throughput in the row's dtype, measured in the same
 process on the head-tower convolution of tools/conv_throughput.py (fcos_core.benchmark.conv_throughput;
 int8: torch's quantized convolution on oneDNN, left blank where it cannot run). The summary gives
 ours compiled / OpenVINO in fp32 and bf16 against the issue's goals (at most 1.0x and 1.2x).
@@ -134,7 +134,7 @@ def _setup(args):
     ours_call, tv_call = (lambda: ours([x])), (lambda: tv([img]))
     calib = {OURS_PATH: calibrate(OURS, ours, ours_call, args.candidate_fraction),
              TV_PATH: calibrate(TV_FCOS, tv, tv_call, args.candidate_fraction)}
-    flops = {OURS_PATH: model_conv_flops(ours, ours_call), TV_PATH: model_conv_flops(tv, tv_call)}
+    flops = {OURS_PATH: model_conv_flops(ours_call), TV_PATH: model_conv_flops(tv_call)}
     return dict(cfg=cfg, ours=ours, tv=tv, img=img, x=x, calib=calib, flops=flops)
 
 
