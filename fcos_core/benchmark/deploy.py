@@ -27,8 +27,9 @@ OpenVINO fp32, bf16 against OpenVINO bf16, int8 against OpenVINO int8), each als
 the per-round ratios; the conv throughput fraction: the detector's convolution FLOPs for this image
 (2 x multiply-adds of every convolution of backbone, FPN and head, counted once from the shapes by
 torch's FlopCounterMode on the eager fp32 model, for the padded input; the post-processing has no
-convolutions and is excluded, though its time is in the row's) / the row's time / the CPU's convolution throughput in the row's dtype, measured in the same
-process on the head-tower convolution of tools/conv_throughput.py (fcos_core.benchmark.conv_throughput;
+convolutions and is excluded, though its time is in the row's) / the row's time / the CPU's
+convolution throughput in the row's dtype, measured in the same process on the head-tower
+convolution of tools/conv_throughput.py (fcos_core.benchmark.conv_throughput;
 int8: torch's quantized convolution on oneDNN, left blank where it cannot run). The summary gives
 ours compiled / OpenVINO in fp32 and bf16 against the issue's goals (at most 1.0x and 1.2x).
 """
@@ -43,7 +44,8 @@ import torch
 
 from fcos_core.benchmark.conv_throughput import CONVS, cpu_conv_throughput, model_conv_flops
 from fcos_core.benchmark.inference import n_detections, reduced_precision
-from fcos_core.benchmark.models import OURS, TV_FCOS, build_ours, build_torchvision, calibrate, make_image, map_torchvision_fcos, to_ours
+from fcos_core.benchmark.models import (OURS, TV_FCOS, build_ours, build_torchvision, calibrate, make_image,
+                                        map_torchvision_fcos, to_ours)
 from fcos_core.benchmark.report import fmt, markdown_table
 from fcos_core.benchmark.timing import interleaved, paired_ratio
 

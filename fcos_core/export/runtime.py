@@ -249,7 +249,8 @@ class OpenVinoRunner(object):
         used = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
         used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
         if used != precision:  # nothing falls back silently
-            raise ValueError("OpenVINO compiled {} with precision {!r} instead of the {!r} asked for".format(path, used, precision))
+            raise ValueError("OpenVINO compiled {} with precision {!r} instead of the {!r} asked for".format(
+                path, used, precision))
         self.request = self.compiled.create_infer_request()
         self.outputs = [self.compiled.output(name) for name in ("boxes", "scores", "labels")]
 
