@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-COMPILE_OPTIONS = {"freezing": True}  # passed per call: the global torch._inductor.config is left alone
+COMPILE_OPTIONS = {"freezing": True}  # per torch.compile call (and patched in while tracing, see forward)
 FIX = "set TEST.COMPILE False to run the model eagerly"
 
 
@@ -36,15 +36,23 @@ class FrozenCompiled(torch.nn.Module):
         self.compiled = torch.compile(module, dynamic=True, fullgraph=True, options=dict(COMPILE_OPTIONS))
 
     def forward(self, *inputs):
-        from torch._dynamo.exc import BackendCompilerFailed, Unsupported
+        from torch._dynamo.exc import FailOnRecompileLimitHit, TorchDynamoException
+        from torch._inductor import config as inductor_config
 
-        with torch.no_grad():
+        # the options passed to torch.compile reach inductor only; dynamo reads the global
+        # inductor_config.freezing while tracing to make the weights constants (without it they
+        # are graph inputs and no convolution is prepacked), so it is set for this call alone
+        with torch.no_grad(), inductor_config.patch(freezing=True):
             try:
                 return self.compiled(*inputs)
-            except (BackendCompilerFailed, Unsupported) as exc:
+            except FailOnRecompileLimitHit as exc:
+                raise RuntimeError("TEST.COMPILE: the {} was compiled more often than torch._dynamo.config."
+                                   "recompile_limit allows (one compilation per compiled copy and shape family, "
+                                   "in one process); prepare fewer compiled copies, or {}".format(self.name, FIX)) from exc
+            except TorchDynamoException as exc:  # inductor's failures, graph breaks (fullgraph)
+                first = (str(exc).strip().splitlines() or [""])[0]
                 raise RuntimeError("TEST.COMPILE: torch.compile could not compile the {} ({}: {}); {}".format(
-                    self.name, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "",
-                    FIX)) from exc
+                    self.name, type(exc).__name__, first, FIX)) from exc
 
     def __repr__(self):
         return "FrozenCompiled({}, dynamic=True, options={})".format(self.name, COMPILE_OPTIONS)
