@@ -20,7 +20,8 @@ from fcos_core.benchmark.models import OURS_CONFIG, build_ours, make_image, to_o
 from fcos_core.benchmark.timing import interleaved
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d", "aten::_nnpack_spatial_convolution",
-            "aten::cudnn_convolution", "mkldnn::_convolution_pointwise")  # the last: TEST.COMPILE's prepacked convs
+            "aten::cudnn_convolution",
+            "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_")  # TEST.COMPILE's prepacked convs
 
 
 def main(argv=None):
@@ -52,7 +53,8 @@ def main(argv=None):
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
     print(f"ours {OURS_CONFIG}, {args.size[0]}x{args.size[1]}, autocast {opts.amp_dtype}, "
-          f"channels_last {opts.channels_last}, folded norms {opts.fuse_bn}, {torch.get_num_threads()} threads")
+          f"channels_last {opts.channels_last}, folded norms {opts.fuse_bn}, compiled {opts.compile}, "
+          f"{torch.get_num_threads()} threads")
     print(f"forward: median {statistics.median(times):.3f} s of {args.runs}; profiled: {total / 1e6:.3f} s of CPU time, "
           f"convolutions {100 * conv / total:.1f}%")
     print("| op | self CPU ms | share | calls |")

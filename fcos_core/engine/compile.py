@@ -46,9 +46,10 @@ class FrozenCompiled(torch.nn.Module):
             try:
                 return self.compiled(*inputs)
             except FailOnRecompileLimitHit as exc:
-                raise RuntimeError("TEST.COMPILE: the {} was compiled more often than torch._dynamo.config."
-                                   "recompile_limit allows (one compilation per compiled copy and shape family, "
-                                   "in one process); prepare fewer compiled copies, or {}".format(self.name, FIX)) from exc
+                raise RuntimeError(
+                    "TEST.COMPILE: the {} was compiled more often than torch._dynamo.config.recompile_limit allows "
+                    "(one compilation per compiled copy and shape family, in one process); prepare fewer compiled "
+                    "copies, or {}".format(self.name, FIX)) from exc
             except TorchDynamoException as exc:  # inductor's failures, graph breaks (fullgraph)
                 first = (str(exc).strip().splitlines() or [""])[0]
                 raise RuntimeError("TEST.COMPILE: torch.compile could not compile the {} ({}: {}); {}".format(
