@@ -12,11 +12,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved(fns, runs, warmup, device):
-    """{name: [seconds per timed round]}: each round calls every fn once, in order."""
+def interleaved(fns, runs, warmup, device, rotate=False):
+    """{name: [seconds per timed round]}: each round calls every fn once, in order; with ``rotate``
+    round r starts at the (r mod n)-th fn, so that no fn always follows the same one (a runtime's
+    threads still spinning after its call slow down whichever call comes next)."""
     times = OrderedDict((name, []) for name in fns)
+    names = list(fns)
     for r in range(warmup + runs):
-        for name, fn in fns.items():
+        start_at = r % len(names) if rotate and names else 0
+        for name in names[start_at:] + names[:start_at]:
+            fn = fns[name]
             sync(device)
             start = time.perf_counter()
             fn()

@@ -85,7 +85,7 @@ def test_deploy_command_rows_ratios_and_outputs(tmp_path):
     flags = cpu_info()["isa"]
     for flag in deploy.HEADER_FLAGS:
         assert "{} {}".format(flag, "present" if flags[flag] else "absent") in text
-    assert "| path | precision | s/img | vs ours fp32 | vs OpenVINO same precision | conv GFLOP/s | conv throughput fraction |" in text
+    assert "| path | precision | s/img | best round s | vs ours fp32 | vs OpenVINO same precision | conv GFLOP/s | conv throughput fraction |" in text
     assert "- ours, TEST.COMPILE fp32: not run (--deploy-skip compiled)" in text
     assert "goal at most 1.0x: n/a (a row did not run)" in text and "goal at most 1.2x" in text
     assert "deploy: quantizing the export to int8, calibrated on 2 variants" in proc.stderr  # progress
@@ -143,8 +143,12 @@ def test_row_logic_with_compiled_rows_and_the_goals():
     assert summary["fp32"]["met"] is True and summary["fp32"]["goal"] == 1.0
     assert summary["bf16"]["met"] is False and summary["bf16"]["ratio"] == pytest.approx(1.5)
     line = deploy.summary_line(summary)
-    assert "ours compiled fp32 / OpenVINO fp32: 0.900 (per round 0.900), goal at most 1.0x: met" in line
-    assert "ours compiled bf16 / OpenVINO bf16: 1.500 (per round 1.500), goal at most 1.2x: not met" in line
+    assert "ours compiled fp32 / OpenVINO fp32: 0.900 (per round 0.900, best rounds 0.900), goal at most 1.0x: met" in line
+    assert "ours compiled bf16 / OpenVINO bf16: 1.500 (per round 1.500, best rounds 1.500), goal at most 1.2x: not met" in line
+    # two rounds: best rounds compares the fastest round of each row (compiled 0.5 / OpenVINO 0.6)
+    times[(deploy.COMPILED_PATH, "fp32")], times[(deploy.OV_PATH, "fp32")] = [1.0, 0.5], [0.8, 0.6]
+    two = deploy.deploy_summary(deploy.make_rows(times, {}, {k: 100 for k in times}, flops, throughput, calib))
+    assert two["fp32"]["best_round"] == pytest.approx(0.5 / 0.6) and two["fp32"]["ratio"] == pytest.approx(0.75 / 0.7)
 
 
 def test_conv_flops_against_a_hand_computation():
