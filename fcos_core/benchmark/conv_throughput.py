@@ -53,34 +53,52 @@ def _int8_conv(x, weight, stride, k):
     return lambda: torch.ops.quantized.conv2d(qx, packed, 0.1, 128)
 
 
-def time_conv(c_in, c_out, k, stride, h, w, dtype, runs):
-    """Median seconds of one convolution of a [1, c_in, h, w] channels_last input, padding ``k // 2``.
+def conv_call(c_in, c_out, k, stride, h, w, dtype):
+    """A zero-argument callable running one convolution of a [1, c_in, h, w] channels_last input,
+    padding ``k // 2``, under ``torch.inference_mode``.
 
     ``dtype``: torch.float32 / torch.bfloat16 (input, weight and bias of that dtype, ``F.conv2d``), or
     "int8" (torch's quantized convolution on the oneDNN engine, see :func:`_int8_conv`; raises
-    RuntimeError where that engine is missing). Two warm-up calls (oneDNN primitive creation) first.
+    RuntimeError where that engine is missing).
     """
     torch.manual_seed(0)
     x = torch.randn(1, c_in, h, w).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(c_out, c_in, k, k) * 0.05
-    with torch.inference_mode():
-        if dtype == "int8":
-            if INT8_ENGINE not in torch.backends.quantized.supported_engines:
-                raise RuntimeError("torch has no {} quantized engine here (it has {})".format(
-                    INT8_ENGINE, ", ".join(torch.backends.quantized.supported_engines)))
-            with _quantized_engine(INT8_ENGINE):
-                return median_ms(_int8_conv(x, weight, stride, k), "cpu", runs, 2) / 1e3
-        x = x.to(dtype)
-        weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
-        bias = torch.zeros(c_out, dtype=dtype)
-        return median_ms(lambda: F.conv2d(x, weight, bias, stride, k // 2), "cpu", runs, 2) / 1e3
+    if dtype == "int8":
+        if INT8_ENGINE not in torch.backends.quantized.supported_engines:
+            raise RuntimeError("torch has no {} quantized engine here (it has {})".format(
+                INT8_ENGINE, ", ".join(torch.backends.quantized.supported_engines)))
+        with _quantized_engine(INT8_ENGINE):
+            run = _int8_conv(x, weight, stride, k)
+
+        def call():
+            with torch.inference_mode(), _quantized_engine(INT8_ENGINE):
+                return run()
+        return call
+    x = x.to(dtype)
+    weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
+    bias = torch.zeros(c_out, dtype=dtype)
+
+    def call():
+        with torch.inference_mode():
+            return F.conv2d(x, weight, bias, stride, k // 2)
+    return call
+
+
+def time_conv(c_in, c_out, k, stride, h, w, dtype, runs):
+    """Median seconds of :func:`conv_call`'s convolution (same arguments) over ``runs`` calls, after
+    two warm-up calls (oneDNN primitive creation)."""
+    return median_ms(conv_call(c_in, c_out, k, stride, h, w, dtype), "cpu", runs, 2) / 1e3
+
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": "int8"}
 
 
 def cpu_conv_throughput(dtype, runs=3, conv=CONVS[0]):
     """FLOP/s (2 x multiply-adds per second) of the CPU on ``conv`` (a :data:`CONVS` entry, default
     the head-tower convolution) in ``dtype`` ("fp32", "bf16" or "int8"), median of ``runs``."""
     _, c_in, c_out, k, stride, h, w = conv
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": "int8"}[dtype]
+    torch_dtype = TORCH_DTYPES[dtype]
     return conv_flops(c_in, c_out, k, stride, h, w) / time_conv(c_in, c_out, k, stride, h, w, torch_dtype, runs)
 
 

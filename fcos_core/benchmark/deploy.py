@@ -28,7 +28,7 @@ the per-round ratios; the conv throughput fraction: the detector's convolution F
 (2 x multiply-adds of every convolution of backbone, FPN and head, counted once from the shapes by
 torch's FlopCounterMode on the eager fp32 model, for the padded input; the post-processing has no
 convolutions and is excluded, though its time is in the row's) / the row's time / the CPU's
-convolution throughput in the row's dtype, measured in the same process on the head-tower
+convolution throughput in the row's dtype, timed in the same interleaved rounds as the rows (median) on the head-tower
 convolution of tools/conv_throughput.py (fcos_core.benchmark.conv_throughput;
 int8: torch's quantized convolution on oneDNN, left blank where it cannot run). The summary gives
 ours compiled / OpenVINO in fp32 and bf16 against the issue's goals (at most 1.0x and 1.2x).
@@ -42,7 +42,7 @@ from collections import OrderedDict
 
 import torch
 
-from fcos_core.benchmark.conv_throughput import CONVS, cpu_conv_throughput, model_conv_flops
+from fcos_core.benchmark.conv_throughput import CONVS, TORCH_DTYPES, conv_call, conv_flops, model_conv_flops
 from fcos_core.benchmark.inference import n_detections, reduced_precision
 from fcos_core.benchmark.models import (OURS, TV_FCOS, build_ours, build_torchvision, calibrate, make_image,
                                         map_torchvision_fcos, to_ours)
@@ -236,18 +236,30 @@ def _callers(s, args):
     return fns, reasons, detections
 
 
-def conv_throughputs(dtypes, runs):
-    """{dtype: FLOP/s of the CPU's reference convolution} for ``dtypes``, and notes (list of str) for
-    those that could not be measured (their value None)."""
-    out, notes = OrderedDict(), []
+REFERENCE = "reference convolution"  # the timed calls' key of the CPU's reference convolution (CONVS[0])
+
+
+def reference_conv_calls(dtypes):
+    """{(REFERENCE, dtype): callable} of the CPU's reference convolution (:data:`CONVS` [0]) per dtype,
+    timed in the same interleaved rounds as the rows (so it sees the same load), and notes (list of
+    str) for the dtypes it cannot run (their fraction is left blank)."""
+    calls, notes = OrderedDict(), []
+    _, c_in, c_out, k, stride, h, w = CONVS[0]
     for dtype in dtypes:
         try:
-            out[dtype] = cpu_conv_throughput(dtype, runs)
+            calls[(REFERENCE, dtype)] = conv_call(c_in, c_out, k, stride, h, w, TORCH_DTYPES[dtype])
         except Exception as exc:  # int8 without torch's oneDNN quantized engine
-            out[dtype] = None
             notes.append("{} convolution throughput not measured ({}: {}), its fraction left blank".format(
                 dtype, type(exc).__name__, exc))
-    return out, notes
+    return calls, notes
+
+
+def conv_throughputs(dtypes, times):
+    """{dtype: FLOP/s of the reference convolution, None where it did not run} from the interleaved
+    ``times`` of :func:`reference_conv_calls`' callables (median of the rounds)."""
+    flops = conv_flops(*CONVS[0][1:])
+    return OrderedDict((d, flops / statistics.median(times[(REFERENCE, d)]) if times.get((REFERENCE, d)) else None)
+                       for d in dtypes)
 
 
 def bench_deploy(args):
@@ -260,10 +272,13 @@ def bench_deploy(args):
     with tempfile.TemporaryDirectory(prefix="fcos_deploy_") as folder:
         s["exports"] = _Exports(s["ours"], s["cfg"], s["img"], folder, args.int8_calib_images)
         fns, reasons, detections = _callers(s, args)
-        _log("timing {} rows, {} rounds after {} warm-up ...".format(len(fns), args.runs, args.warmup))
-        times = interleaved(fns, args.runs, args.warmup, "cpu", rotate=True)
-    dtypes = sorted({prec for _, prec in fns}, key=("fp32", "bf16", "int8").index)
-    throughput, notes = conv_throughputs(dtypes, max(args.runs, 3))
+        dtypes = sorted({prec for _, prec in fns}, key=("fp32", "bf16", "int8").index)
+        references, notes = reference_conv_calls(dtypes)
+        _log("timing {} rows and the reference convolution, {} rounds after {} warm-up ...".format(
+            len(fns), args.runs, args.warmup))
+        times = interleaved(OrderedDict(list(fns.items()) + list(references.items())), args.runs, args.warmup, "cpu",
+                            rotate=True)
+    throughput = conv_throughputs(dtypes, times)
     rows = make_rows(times, reasons, detections, s["flops"], throughput, s["calib"])
     return OrderedDict(rows=rows, summary=deploy_summary(rows), conv_gflop={k: v / 1e9 for k, v in s["flops"].items()},
                        throughput_gflops={k: (v / 1e9 if v else None) for k, v in throughput.items()},
