@@ -38,6 +38,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections import OrderedDict
 
 import torch
@@ -239,27 +240,50 @@ def _callers(s, args):
 REFERENCE = "reference convolution"  # the timed calls' key of the CPU's reference convolution (CONVS[0])
 
 
-def reference_conv_calls(dtypes):
-    """{(REFERENCE, dtype): callable} of the CPU's reference convolution (:data:`CONVS` [0]) per dtype,
-    timed in the same interleaved rounds as the rows (so it sees the same load), and notes (list of
-    str) for the dtypes it cannot run (their fraction is left blank)."""
-    calls, notes = OrderedDict(), []
+REFERENCE_SECONDS = 0.25  # each timed call of the reference runs the convolution for about this long
+
+
+def _repeated(call, seconds):
+    """(a callable running ``call`` n times back to back, n): n such that the loop takes about
+    ``seconds`` (one call timed after two warm-up calls). A single bf16 convolution takes a few ms, so
+    alone it would mostly time how fast the cores come back from the previous row's runtime (whose
+    threads spin on after its call); a loop of them measures the convolution."""
+    call()
+    call()
+    start = time.perf_counter()
+    call()
+    n = max(1, int(round(seconds / max(time.perf_counter() - start, 1e-6))))
+
+    def loop():
+        for _ in range(n):
+            call()
+    return loop, n
+
+
+def reference_conv_calls(dtypes, seconds=REFERENCE_SECONDS):
+    """The CPU's reference convolution (:data:`CONVS` [0]) per dtype, to be timed in the same
+    interleaved rounds as the rows (so it sees the same load): ({(REFERENCE, dtype): callable running
+    it n times}, {dtype: n}, notes (list of str) for the dtypes it cannot run, whose fraction is left
+    blank)."""
+    calls, repeats, notes = OrderedDict(), OrderedDict(), []
     _, c_in, c_out, k, stride, h, w = CONVS[0]
     for dtype in dtypes:
         try:
-            calls[(REFERENCE, dtype)] = conv_call(c_in, c_out, k, stride, h, w, TORCH_DTYPES[dtype])
+            call = conv_call(c_in, c_out, k, stride, h, w, TORCH_DTYPES[dtype])
         except Exception as exc:  # int8 without torch's oneDNN quantized engine
             notes.append("{} convolution throughput not measured ({}: {}), its fraction left blank".format(
                 dtype, type(exc).__name__, exc))
-    return calls, notes
+            continue
+        calls[(REFERENCE, dtype)], repeats[dtype] = _repeated(call, seconds)
+    return calls, repeats, notes
 
 
-def conv_throughputs(dtypes, times):
-    """{dtype: FLOP/s of the reference convolution, None where it did not run} from the interleaved
-    ``times`` of :func:`reference_conv_calls`' callables (median of the rounds)."""
+def conv_throughputs(dtypes, times, repeats):
+    """{dtype: FLOP/s of the reference convolution, None where it did not run}: ``repeats[dtype]``
+    convolutions per call of :func:`reference_conv_calls`, over the median of its interleaved ``times``."""
     flops = conv_flops(*CONVS[0][1:])
-    return OrderedDict((d, flops / statistics.median(times[(REFERENCE, d)]) if times.get((REFERENCE, d)) else None)
-                       for d in dtypes)
+    return OrderedDict((d, flops * repeats[d] / statistics.median(times[(REFERENCE, d)])
+                        if times.get((REFERENCE, d)) else None) for d in dtypes)
 
 
 def bench_deploy(args):
@@ -273,12 +297,12 @@ def bench_deploy(args):
         s["exports"] = _Exports(s["ours"], s["cfg"], s["img"], folder, args.int8_calib_images)
         fns, reasons, detections = _callers(s, args)
         dtypes = sorted({prec for _, prec in fns}, key=("fp32", "bf16", "int8").index)
-        references, notes = reference_conv_calls(dtypes)
+        references, repeats, notes = reference_conv_calls(dtypes)
         _log("timing {} rows and the reference convolution, {} rounds after {} warm-up ...".format(
             len(fns), args.runs, args.warmup))
         times = interleaved(OrderedDict(list(fns.items()) + list(references.items())), args.runs, args.warmup, "cpu",
                             rotate=True)
-    throughput = conv_throughputs(dtypes, times)
+    throughput = conv_throughputs(dtypes, times, repeats)
     rows = make_rows(times, reasons, detections, s["flops"], throughput, s["calib"])
     return OrderedDict(rows=rows, summary=deploy_summary(rows), conv_gflop={k: v / 1e9 for k, v in s["flops"].items()},
                        throughput_gflops={k: (v / 1e9 if v else None) for k, v in throughput.items()},

@@ -171,11 +171,11 @@ def test_cpu_conv_throughput_per_dtype_and_a_blank_int8(monkeypatch):
     for dtype in dtypes:
         assert ct.cpu_conv_throughput(dtype, runs=1, conv=small) > 0
     monkeypatch.setattr(ct, "INT8_ENGINE", "no_such_engine")
-    calls, notes = deploy.reference_conv_calls(["fp32", "int8"])
-    assert list(calls) == [(deploy.REFERENCE, "fp32")] and calls[(deploy.REFERENCE, "fp32")]().dtype == torch.float32
-    # throughput = the reference convolution's FLOPs / the median of its interleaved times
-    out = deploy.conv_throughputs(["fp32", "int8"], {(deploy.REFERENCE, "fp32"): [2.0, 1.0, 4.0]})
-    assert out["fp32"] == pytest.approx(ct.conv_flops(*ct.CONVS[0][1:]) / 2.0) and out["int8"] is None
+    calls, repeats, notes = deploy.reference_conv_calls(["fp32", "int8"], seconds=0.05)
+    assert list(calls) == [(deploy.REFERENCE, "fp32")] and list(repeats) == ["fp32"] and repeats["fp32"] >= 1
+    # throughput = n x the reference convolution's FLOPs / the median of its interleaved times
+    out = deploy.conv_throughputs(["fp32", "int8"], {(deploy.REFERENCE, "fp32"): [2.0, 1.0, 4.0]}, {"fp32": 3})
+    assert out["fp32"] == pytest.approx(3 * ct.conv_flops(*ct.CONVS[0][1:]) / 2.0) and out["int8"] is None
     assert notes == ["int8 convolution throughput not measured (RuntimeError: torch has no no_such_engine quantized "
                      "engine here (it has {})), its fraction left blank".format(", ".join(torch.backends.quantized.supported_engines))]
 

@@ -30,3 +30,15 @@ def test_interleaved_rotate_starts_each_round_one_later():
 def test_paired_ratio_is_the_median_of_per_round_ratios():
     assert paired_ratio([1.0, 2.0, 9.0], [2.0, 2.0, 3.0]) == 1.0
     assert paired_ratio([], [1.0]) != paired_ratio([], [1.0])  # NaN
+
+
+def test_reference_loop_runs_the_call_n_times():
+    """deploy._repeated: n chosen so that the loop lasts about the asked seconds (here a call that
+    counts itself: n >= 1, and one loop call runs it exactly n times)."""
+    from fcos_core.benchmark import deploy
+
+    calls = []
+    loop, n = deploy._repeated(lambda: calls.append(1), 1e-3)
+    before = len(calls)
+    loop()
+    assert before == 3 and n >= 1 and len(calls) - before == n
