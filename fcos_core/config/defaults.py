@@ -410,6 +410,7 @@ _C.TEST.FUSE_FROZEN_BN = True
 # shape family (dynamic sizes; with / without autocast, batch size) compiles
 # for tens of seconds. Works with TEST.AMP (bfloat16 autocast on a CPU).
 # PyTorch backend only (TEST.BACKEND "pytorch"); needs a C++ compiler (g++).
+# Evaluations during training (SOLVER.TEST_PERIOD) run eagerly.
 _C.TEST.COMPILE = False
 # (new) Which COCOeval computes the COCO AP: "auto" (faster-coco-eval when it
 # is installed, else pycocotools), "pycocotools" (the reference) or

@@ -94,7 +94,8 @@ def train(cfg, local_rank, distributed, logger=None):
         logger.info("Already trained for %d iterations (SOLVER.MAX_ITER); nothing to do", arguments["iteration"])
         return model
     events = make_event_writer(output_dir, get_rank() == 0, arguments["iteration"], logger)
-    evaluator = make_periodic_evaluator(cfg, lambda: run_test(cfg, model, distributed), checkpointer, arguments,
+    eval_cfg = periodic_eval_config(cfg, logger)
+    evaluator = make_periodic_evaluator(cfg, lambda: run_test(eval_cfg, model, distributed), checkpointer, arguments,
                                         scaler, events, logger)
     do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, options, grad_scaler=scaler,
              logger=logger, eval_fn=evaluator, events=events)
@@ -108,6 +109,24 @@ def train(cfg, local_rank, distributed, logger=None):
     if evaluator is not None:
         evaluator.finish()
     return model
+
+
+def periodic_eval_config(cfg, logger=None):
+    """The config of the evaluations during training (SOLVER.TEST_PERIOD): ``cfg`` itself, or a frozen
+    copy with TEST.COMPILE False when it is on (with a log line). Each evaluation prepares a new
+    inference copy of the model being trained, so compiling would cost tens of seconds every time and
+    run into dynamo's recompile limit after a few evaluations; the final evaluation of
+    tools/train_net.py and tools/test_net.py still compile."""
+    if not cfg.TEST.COMPILE:
+        return cfg
+    (logger or logging.getLogger("fcos_core.trainer")).info(
+        "TEST.COMPILE: evaluations during training run eagerly (each would compile a new copy); "
+        "the evaluation after training compiles")
+    eval_cfg = cfg.clone()
+    eval_cfg.defrost()
+    eval_cfg.TEST.COMPILE = False
+    eval_cfg.freeze()
+    return eval_cfg
 
 
 def run_test(cfg, model, distributed, runner=None):

@@ -182,3 +182,18 @@ def test_what_inductor_cannot_compile_is_an_error_not_an_eager_run():
 
     with pytest.raises(RuntimeError, match="TEST.COMPILE.*could not compile the branchy part.*set TEST.COMPILE False"):
         FrozenCompiled(Branchy(), "branchy part")(torch.ones(2))
+
+
+def test_evaluations_during_training_run_eagerly(caplog):
+    """periodic_eval_config: TEST.COMPILE True gives a copy with it False (each periodic evaluation
+    would compile a new copy), logged once; the config given is unchanged; False passes it through."""
+    from fcos_core.engine.defaults import periodic_eval_config
+
+    cfg = load_config(QUICKSTART, ["TEST.COMPILE", "True"])
+    with caplog.at_level("INFO", logger="fcos_core.trainer"):
+        eval_cfg = periodic_eval_config(cfg)
+    assert cfg.TEST.COMPILE and not eval_cfg.TEST.COMPILE and eval_cfg.is_frozen()
+    assert make_inference_options(eval_cfg).compile is False and make_inference_options(cfg).compile is True
+    assert "evaluations during training run eagerly" in caplog.text
+    plain = load_config(QUICKSTART)
+    assert periodic_eval_config(plain) is plain
