@@ -193,11 +193,23 @@ def load_model_for_test(cfg):
 
 def make_test_runner(cfg):
     """TEST.BACKEND's runner for tools/test_net.py (None for "pytorch"): the ONNX export of
-    MODEL.WEIGHT, else of the latest checkpoint of OUTPUT_DIR (:mod:`fcos_core.export.runtime`)."""
+    MODEL.WEIGHT, else of the latest checkpoint of OUTPUT_DIR (:mod:`fcos_core.export.runtime`).
+
+    In several processes rank 0 makes its runner first (exporting on a cache miss) and the others
+    wait at a barrier, then load the cached export instead of exporting it once each."""
     if cfg.TEST.BACKEND == "pytorch":
         return None
     make_inference_options(cfg)  # TEST.COMPILE with this backend: its ValueError before the export
     from fcos_core.export.runtime import make_backend_runner
 
     weight = cfg.MODEL.WEIGHT or DetectronCheckpointer(cfg, None, save_dir=cfg.OUTPUT_DIR).get_checkpoint_file()
-    return make_backend_runner(resolve_num_classes_for_inference(cfg, weight), weight)
+    cfg = resolve_num_classes_for_inference(cfg, weight)
+    if get_world_size() == 1:
+        return make_backend_runner(cfg, weight)
+    if get_rank() != 0:
+        synchronize()  # rank 0 has exported (or failed, and then fails here too on its own)
+        return make_backend_runner(cfg, weight)
+    try:
+        return make_backend_runner(cfg, weight)
+    finally:
+        synchronize()  # also after an error, so that the other ranks are not left waiting
