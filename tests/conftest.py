@@ -1,10 +1,8 @@
 """Fixtures that several test folders share.
 
-Inductor (TEST.COMPILE, tests/engine/test_compile.py) compiles in this process rather than in its
-pool of compile workers: with the pool (2 compile threads on a 2-core machine), the suite's process
-later died of a segmentation fault while it only waited on a subprocess
-(tests/export/test_quantize.py), after the benchmark, compile and export tests had run in it
-(session 8; not reproduced with any two of those folders alone; the cause was not found).
+Inductor (TEST.COMPILE) compiles in the process that runs it rather than in its pool of compile
+workers (TORCHINDUCTOR_COMPILE_THREADS=1); its tests run in a process of their own
+(tests/engine/test_compile.py says why).
 """
 import os
 
