@@ -1,15 +1,32 @@
 """Fixtures that several test folders share.
 
 Inductor (TEST.COMPILE) compiles in the process that runs it rather than in its pool of compile
-workers (TORCHINDUCTOR_COMPILE_THREADS=1); its tests run in a process of their own
-(tests/engine/test_compile.py says why).
+workers (TORCHINDUCTOR_COMPILE_THREADS=1, set before torch reads its config); its tests run in a
+process of their own (tests/engine/test_compile.py).
 """
 import os
 
-os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # before torch reads its inductor config
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+import signal  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld():
+    """SIGCHLD back to its default after each test. A DataLoader with workers installs torch's
+    Python-level SIGCHLD handler for good (it checks the workers whenever any child exits); with it
+    installed, the suite's process died of a segmentation fault in the interpreter while it waited
+    on tools/quantize_onnx.py's subprocess (tests/export/test_quantize.py), after the benchmark and
+    export tests (AMX bf16 work of torch and OpenVINO among them) had run in it (session 8)."""
+    yield
+    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        import torch.utils.data._utils.signal_handling as handling
+
+        handling._SIGCHLD_handler_set = False  # the next DataLoader with workers installs it again
 
 
 @pytest.fixture(scope="session")
