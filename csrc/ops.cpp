@@ -19,6 +19,10 @@ TORCH_LIBRARY(fcos_core, m) {
   // d(sum loss)/d(logits) * grad_output (a 0-dim tensor): [N, C].
   m.def(
       "sigmoid_focal_loss_backward(Tensor logits, Tensor labels, Tensor grad_output, float gamma, float alpha) -> Tensor");
+  // 3x3, stride 1, padding 1 convolution of input [N, Cin, H, W] by Winograd F(4x4, 3x3), with the
+  // filters already transformed (weight_wino [36, Cin, Cout], fcos_core/layers/winograd.py), the bias
+  // [Cout] added and an optional ReLU. Returns [N, Cout, H, W] in channels_last. Inference only.
+  m.def("winograd_conv3x3(Tensor input, Tensor weight_wino, Tensor? bias, bool relu=False) -> Tensor");
 }
 
 // A Python module so that `import fcos_core._C` loads the library and runs the
