@@ -21,7 +21,8 @@ from fcos_core.benchmark.timing import interleaved
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d", "aten::_nnpack_spatial_convolution",
             "aten::cudnn_convolution",
-            "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_")  # TEST.COMPILE's prepacked convs
+            "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_",  # TEST.COMPILE's prepacked convs
+            "fcos_core::winograd_conv3x3", "aten::bmm")  # TEST.WINOGRAD's transforms and GEMMs
 
 
 def main(argv=None):
@@ -39,7 +40,7 @@ def main(argv=None):
 
     model, cfg = build_ours("cpu", *args.opts)
     opts = ours_inference_options(cfg, "bf16" if args.bf16 else "fp32", "cpu")
-    model = prepare_for_inference(model.eval(), opts.fuse_bn, opts.channels_last, opts.compile)
+    model = prepare_for_inference(model.eval(), opts.fuse_bn, opts.channels_last, opts.compile, opts.winograd)
     x = to_ours(make_image(tuple(args.size), 0), cfg)
 
     def run():
@@ -54,7 +55,7 @@ def main(argv=None):
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
     print(f"ours {OURS_CONFIG}, {args.size[0]}x{args.size[1]}, autocast {opts.amp_dtype}, "
           f"channels_last {opts.channels_last}, folded norms {opts.fuse_bn}, compiled {opts.compile}, "
-          f"{torch.get_num_threads()} threads")
+          f"winograd {opts.winograd}, {torch.get_num_threads()} threads")
     print(f"forward: median {statistics.median(times):.3f} s of {args.runs}; profiled: {total / 1e6:.3f} s of CPU time, "
           f"convolutions {100 * conv / total:.1f}%")
     print("| op | self CPU ms | share | calls |")

@@ -2,8 +2,9 @@
 
 Also the inference-only preparation of a model shared by every inference path (tools/test_net.py,
 the end of tools/train_net.py, the COCODemo predictor, tools/benchmark.py): folded batch norms
-(TEST.FUSE_FROZEN_BN), autocast (TEST.AMP, TEST.AMP_DTYPE), channels_last and torch.compile
-(TEST.COMPILE, fcos_core/engine/compile.py).
+(TEST.FUSE_FROZEN_BN), autocast (TEST.AMP, TEST.AMP_DTYPE), channels_last, torch.compile
+(TEST.COMPILE, fcos_core/engine/compile.py) and Winograd convolutions (TEST.WINOGRAD,
+fcos_core/layers/winograd.py).
 """
 import copy
 import logging
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from fcos_core.data.datasets.evaluation import evaluate
 from fcos_core.data.datasets.evaluation.coco.backends import resolve_backend
 from fcos_core.engine.compile import compile_for_inference
+from fcos_core.layers.winograd import winograd_convs_for_inference
 from fcos_core.modeling.fuse import fuse_conv_bn_for_inference
 from fcos_core.structures.boxlist_pack import pack_boxlists, unpack_boxlists
 from fcos_core.structures.image_list import ImageList, to_image_list
@@ -34,16 +36,19 @@ class InferenceOptions(NamedTuple):
     channels_last: bool = False  # model weights and images in channels_last
     fuse_bn: bool = False  # fold conv + batch norm pairs (modeling/fuse.py)
     compile: bool = False  # backbone and head through torch.compile (engine/compile.py)
+    winograd: bool = False  # 3x3 stride-1 convs by Winograd F(4x4, 3x3) (layers/winograd.py)
 
 
 def make_inference_options(cfg, device=None):
-    """:class:`InferenceOptions` from TEST.AMP, TEST.AMP_DTYPE, TEST.FUSE_FROZEN_BN, TEST.COMPILE and
-    SOLVER.CHANNELS_LAST: the one place that reads them.
+    """:class:`InferenceOptions` from TEST.AMP, TEST.AMP_DTYPE, TEST.FUSE_FROZEN_BN, TEST.COMPILE,
+    TEST.WINOGRAD and SOLVER.CHANNELS_LAST: the one place that reads them.
 
     ``device`` (default MODEL.DEVICE) is where the model runs. bfloat16 autocast on a CPU also
     turns channels_last on: oneDNN runs bfloat16 convolutions in that layout, and converting at
     every layer would eat the gain. TEST.COMPILE with a TEST.BACKEND other than "pytorch" is a
-    ValueError (the ONNX runtimes run their own graph).
+    ValueError (the ONNX runtimes run their own graph). TEST.WINOGRAD (float32 convolutions on a
+    CPU) is a ValueError with another backend, with autocast (TEST.AMP) or on a GPU; it turns
+    channels_last on (the kernel's layout).
     """
     if cfg.TEST.COMPILE and cfg.TEST.BACKEND != "pytorch":
         raise ValueError("TEST.COMPILE compiles the PyTorch model; TEST.BACKEND {!r} runs the ONNX export "
@@ -51,11 +56,26 @@ def make_inference_options(cfg, device=None):
     device = torch.device(device if device is not None else cfg.MODEL.DEVICE)
     amp_dtype = amp_dtype_for(device, cfg.TEST.AMP, cfg.TEST.AMP_DTYPE)
     cpu_bf16 = amp_dtype == torch.bfloat16 and device.type == "cpu"
-    return InferenceOptions(amp_dtype, bool(cfg.SOLVER.CHANNELS_LAST) or cpu_bf16, bool(cfg.TEST.FUSE_FROZEN_BN),
-                            bool(cfg.TEST.COMPILE))
+    winograd = bool(cfg.TEST.WINOGRAD)
+    if winograd:
+        _check_winograd(cfg, device, amp_dtype)
+    return InferenceOptions(amp_dtype, bool(cfg.SOLVER.CHANNELS_LAST) or cpu_bf16 or winograd,
+                            bool(cfg.TEST.FUSE_FROZEN_BN), bool(cfg.TEST.COMPILE), winograd)
 
 
-def prepare_for_inference(model, fuse_bn=True, channels_last=False, compile=False):
+def _check_winograd(cfg, device, amp_dtype):
+    why = None
+    if cfg.TEST.BACKEND != "pytorch":
+        why = "TEST.BACKEND {!r} runs the ONNX export; set TEST.BACKEND 'pytorch'".format(cfg.TEST.BACKEND)
+    elif device.type != "cpu":
+        why = "MODEL.DEVICE is {!r} (its kernel is for CPUs); set MODEL.DEVICE cpu".format(str(device))
+    elif amp_dtype is not None:
+        why = "TEST.AMP runs {} convolutions; set TEST.AMP False".format(amp_dtype)
+    if why:
+        raise ValueError("TEST.WINOGRAD runs the PyTorch model's float32 convolutions on a CPU, but " + why)
+
+
+def prepare_for_inference(model, fuse_bn=True, channels_last=False, compile=False, winograd=False):
     """The model to run at test time, in eval mode; ``model`` itself is never changed.
 
     Args:
@@ -66,6 +86,9 @@ def prepare_for_inference(model, fuse_bn=True, channels_last=False, compile=Fals
             (:func:`~fcos_core.engine.compile.compile_for_inference`), in a copy; its first call per
             shape family compiles (tens of seconds); a RuntimeError naming TEST.COMPILE when inductor
             cannot (e.g. no C++ compiler).
+        winograd: its 3x3 stride-1 convolutions replaced by Winograd F(4x4, 3x3) ones
+            (:func:`~fcos_core.layers.winograd.winograd_convs_for_inference`), in a copy; CPU, float32,
+            no gradient.
 
     Returns ``model`` (in eval mode) when there is nothing to do, else a copy only meant for
     inference: its state dict is not a checkpoint's when folded or compiled, so it is never trained
@@ -80,6 +103,10 @@ def prepare_for_inference(model, fuse_bn=True, channels_last=False, compile=Fals
         if model is source:
             model = copy.deepcopy(model)
         model.to(memory_format=torch.channels_last)
+    if winograd:
+        if model is source:
+            model = copy.deepcopy(model)
+        winograd_convs_for_inference(model)
     if compile:
         model = compile_for_inference(model, in_place=model is not source)
     return model.eval()
@@ -108,17 +135,17 @@ def forward_for_inference(model, images, device, amp_dtype=None, channels_last=F
 
 
 def compute_on_dataset(model, data_loader, device, amp_dtype=None, channels_last=False, bbox_aug_fn=None,
-                       fuse_bn=False, runner=None, compile=False):
+                       fuse_bn=False, runner=None, compile=False, winograd=False):
     """Predictions of ``model`` for every image of ``data_loader``: ``{dataset index: BoxList}`` on the CPU.
 
     ``bbox_aug_fn(model, images, device)``, when given, replaces the plain forward pass
-    (test-time augmentation, TEST.BBOX_AUG). ``fuse_bn``, ``channels_last`` and ``compile`` run a copy
+    (test-time augmentation, TEST.BBOX_AUG). ``fuse_bn``, ``channels_last``, ``compile`` and ``winograd`` run a copy
     of ``model`` prepared by :func:`prepare_for_inference`; ``model`` is left as it was (but in eval mode).
     ``runner`` (TEST.BACKEND's, :func:`fcos_core.export.runtime.make_backend_runner`), when given,
     replaces ``model``: ``runner(images)`` gives the detections.
     """
     model.eval()
-    model = prepare_for_inference(model, fuse_bn, channels_last, compile) if runner is None else None
+    model = prepare_for_inference(model, fuse_bn, channels_last, compile, winograd) if runner is None else None
     results = {}
     show = is_main_process() and sys.stderr.isatty()
     for images, _targets, image_ids in tqdm(data_loader, desc="inference", disable=not show, dynamic_ncols=True):
@@ -205,10 +232,11 @@ def inference(
     coco_eval_backend="auto",
     runner=None,
     compile=False,
+    winograd=False,
 ):
     """Predict on every image of ``data_loader.dataset`` and evaluate (the original's signature).
 
-    ``amp_dtype``, ``channels_last``, ``fuse_bn`` and ``compile``: see :class:`InferenceOptions`.
+    ``amp_dtype``, ``channels_last``, ``fuse_bn``, ``compile`` and ``winograd``: see :class:`InferenceOptions`.
     ``coco_eval_backend``: TEST.COCO_EVAL_BACKEND, the COCOeval of a COCO-format dataset; checked
     before the images are predicted (an ImportError naming the extra when it is not installed).
     ``runner``: TEST.BACKEND's runner replacing ``model`` (see :func:`compute_on_dataset`).
@@ -225,7 +253,7 @@ def inference(
     if runner is not None:
         logger.info("Running %s", runner)
     predictions = compute_on_dataset(model, data_loader, device, amp_dtype, channels_last, bbox_aug_fn, fuse_bn,
-                                     runner, compile)
+                                     runner, compile, winograd)
     synchronize()
     total = time.time() - start
     num_devices = get_world_size()

@@ -127,7 +127,8 @@ class COCODemo(object):
         # folded norms its state dict is not a checkpoint's; the demo never saves it)
         self.inference_options = make_inference_options(self.cfg, self.device)
         self.model = prepare_for_inference(model, self.inference_options.fuse_bn,
-                                           self.inference_options.channels_last, self.inference_options.compile)
+                                           self.inference_options.channels_last, self.inference_options.compile,
+                                           self.inference_options.winograd)
         # TEST.BACKEND: the ONNX export under onnxruntime / OpenVINO replaces self.model (None: PyTorch)
         self.runner = make_backend_runner(self.cfg, cfg.MODEL.WEIGHT)
 

@@ -1,6 +1,7 @@
 """Inference options (fcos_core.engine.inference): folded batch norms (TEST.FUSE_FROZEN_BN), the
-autocast dtype (TEST.AMP, TEST.AMP_DTYPE, utils.env.amp_dtype_for) and channels_last; bfloat16
-inference gives nearly the float32 detections, in float32."""
+autocast dtype (TEST.AMP, TEST.AMP_DTYPE, utils.env.amp_dtype_for), channels_last and Winograd
+convolutions (TEST.WINOGRAD); bfloat16 inference gives nearly the float32 detections, in float32, and
+Winograd convolutions the direct ones' within float32 rounding."""
 import logging
 from pathlib import Path
 
@@ -40,14 +41,28 @@ def test_amp_dtype_for(monkeypatch, caplog):
 def test_make_inference_options(monkeypatch):
     monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: False)
     cfg = load_config(QUICKSTART, ["SOLVER.CHANNELS_LAST", "False"])
-    assert tuple(make_inference_options(cfg)) == (None, False, True, False)  # defaults: fp32, folded, eager
+    assert tuple(make_inference_options(cfg)) == (None, False, True, False, False)  # defaults: fp32, folded, eager
     cfg = load_config(QUICKSTART, ["SOLVER.CHANNELS_LAST", "False", "TEST.AMP", "True",
                                    "TEST.AMP_DTYPE", "bfloat16", "TEST.FUSE_FROZEN_BN", "False"])
-    assert tuple(make_inference_options(cfg)) == (torch.bfloat16, True, False, False)  # bf16 on CPU: channels_last
+    assert tuple(make_inference_options(cfg)) == (torch.bfloat16, True, False, False, False)  # bf16 CPU: channels_last
     assert make_inference_options(cfg, "cuda").amp_dtype == torch.bfloat16
     assert tuple(make_inference_options(load_config(QUICKSTART, ["TEST.AMP", "True"]), "cuda")) == (
-        torch.float16, True, True, False)  # SOLVER.CHANNELS_LAST of the quickstart config
+        torch.float16, True, True, False, False)  # SOLVER.CHANNELS_LAST of the quickstart config
     assert make_inference_options(load_config(QUICKSTART, ["TEST.COMPILE", "True"])).compile is True
+    cfg = load_config(QUICKSTART, ["SOLVER.CHANNELS_LAST", "False", "TEST.WINOGRAD", "True"])
+    assert tuple(make_inference_options(cfg, "cpu")) == (None, True, True, False, True)  # its kernel's layout
+
+
+@pytest.mark.parametrize("overrides, why", [
+    (["TEST.AMP", "True", "TEST.AMP_DTYPE", "bfloat16"], "TEST.AMP runs torch.bfloat16 convolutions"),
+    (["TEST.BACKEND", "onnxruntime"], "TEST.BACKEND 'onnxruntime' runs the ONNX export"),
+    (["MODEL.DEVICE", "cuda"], "MODEL.DEVICE is 'cuda'"),
+])
+def test_winograd_errors_name_the_conflicting_key(overrides, why):
+    cfg = load_config(QUICKSTART, ["TEST.WINOGRAD", "True", "MODEL.DEVICE", "cpu"] + overrides)
+    with pytest.raises(ValueError, match="TEST.WINOGRAD runs the PyTorch model's float32 convolutions on a CPU, "
+                                         "but " + why):
+        make_inference_options(cfg)
 
 
 def test_prepare_for_inference_copies_and_leaves_the_model_alone():
@@ -93,3 +108,28 @@ def test_bfloat16_inference_gives_nearly_the_float32_detections():
         iou, score_diff = _match(top, out)
         assert (iou > 0.9).all(), iou
         assert (score_diff < 0.02).all(), score_diff
+
+
+def test_winograd_inference_gives_the_direct_detections():
+    """The quickstart model (ResNet-18, FPN, FCOS head; random weights, folded norms) through
+    compute_on_dataset: Winograd convolutions against the direct ones, in float32; the model given
+    is left with its own convolutions."""
+    torch.manual_seed(0)
+    cfg = load_config(QUICKSTART, ["MODEL.FCOS.INFERENCE_TH", "0.3"])
+    model = build_detection_model(cfg)
+    torch.nn.init.normal_(model.rpn.head.cls_logits.bias, std=1.0)  # plenty of detections
+    images = to_image_list([torch.randn(3, 96, 128), torch.randn(3, 80, 112)], 32)
+    loader = [(images, None, [0, 1])]
+    direct = compute_on_dataset(model, loader, "cpu", channels_last=True, fuse_bn=True)
+    wino = compute_on_dataset(model, loader, "cpu", channels_last=True, fuse_bn=True, winograd=True)
+    assert not any(type(m).__name__ == "WinogradConv2d" for m in model.modules())
+    prepared = prepare_for_inference(model, fuse_bn=True, channels_last=True, winograd=True)
+    replaced = [n for n, m in prepared.named_modules() if type(m).__name__ == "WinogradConv2d"]
+    assert "rpn.head.cls_logits" in replaced and "backbone.body.layer1.0.conv2" in replaced
+    p6 = [n for n, _ in prepared.named_modules() if n.endswith(".p6")]
+    assert len(p6) == 1 and p6[0] not in replaced  # stride 2
+    for i in (0, 1):
+        assert len(direct[i]) > 20 and len(wino[i]) == len(direct[i])
+        iou, score_diff = _match(direct[i], wino[i])
+        assert (iou > 0.999).all(), iou.min()
+        assert (score_diff < 1e-4).all(), score_diff.max()
