@@ -45,13 +45,14 @@ quantizes it and compiles the model, minutes before the first timed round):
   of fcos_core.engine.defaults), and the difference in AP points (the goal: within 0.5).
 
 * ``deploy`` (CPU only): one image of ``--size``, every row the whole detector with post-processing:
-  ours as tools/test_net.py runs it in fp32 and bf16 (TEST.AMP) and with TEST.COMPILE; its ONNX export
+  ours as tools/test_net.py runs it in fp32 and bf16 (TEST.AMP), with TEST.COMPILE, and in fp32 with
+  TEST.WINOGRAD (eager and compiled); its ONNX export
   under onnxruntime (fp32, int8) and OpenVINO (fp32, bf16 precision hint, int8; int8 calibrated on
   ``--int8-calib-images`` variants of the image); torchvision ``fcos_resnet50_fpn`` fp32 and bf16. Columns:
   s/img, this / ours fp32, this / OpenVINO in the same precision, and the fraction of the CPU's
   convolution throughput (measured in the same process, fcos_core.benchmark.conv_throughput) each row
   reaches; the header names the CPU and its AMX / AVX-512 BF16 / VNNI flags; a summary line gives ours
-  compiled / OpenVINO in fp32 and bf16 against the goals (1.0x, 1.2x). bf16 rows are skipped on a CPU
+  compiled + Winograd / OpenVINO in fp32 and ours compiled / OpenVINO in bf16 against the goals (1.0x, 1.2x). bf16 rows are skipped on a CPU
   without native bfloat16, a runtime's rows when it is not installed, ``--deploy-skip`` groups on
   request, each with its reason (``fcos_core.benchmark.deploy``).
 

@@ -63,13 +63,15 @@ def test_deploy_command_rows_ratios_and_outputs(tmp_path):
     assert [(r["path"], r["precision"]) for r in rows] == [(p, prec) for p, prec, _ in deploy.ROWS]
     native = fcos_env.cpu_has_fast_bf16()
     for r in rows:
-        if r["path"] == deploy.COMPILED_PATH:
+        if r["path"] in (deploy.COMPILED_PATH, deploy.WINOGRAD_COMPILED_PATH):
             assert r["skipped"] == "not run (--deploy-skip compiled)"
         elif r["precision"] == "bf16" and not native:
             assert "bf16 rows skipped: this CPU has neither AVX-512 BF16 nor AMX" in r["skipped"]
         else:  # onnxruntime and openvino are in the dev extra: every other row runs here
             assert RAN(r), r
     _check_ratios(rows)
+    by_key = {(r["path"], r["precision"]): r for r in rows}  # Winograd: the direct convolutions' detections
+    assert by_key[(deploy.WINOGRAD_PATH, "fp32")]["detections"] == by_key[(deploy.OURS_PATH, "fp32")]["detections"]
     gflop, peak = saved["deploy"]["conv_gflop"], saved["deploy"]["throughput_gflops"]
     assert gflop[deploy.OURS_PATH] > 0 and gflop[deploy.TV_PATH] > 0
     for r in filter(RAN, rows):
@@ -95,13 +97,14 @@ def test_missing_runtimes_and_cpus_without_bf16_skip_their_rows_with_the_reason(
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "openvino", None)
     monkeypatch.setattr(fcos_env, "cpu_has_fast_bf16", lambda: False)
-    result = deploy.bench_deploy(_args(deploy_skip=["compiled", "torchvision"]))
+    result = deploy.bench_deploy(_args(deploy_skip=["compiled", "winograd", "torchvision"]))
     torch.set_num_threads(THREADS)
     reasons = {(r["path"], r["precision"]): r["skipped"] for r in result["rows"]}
     assert reasons.pop((deploy.OURS_PATH, "fp32")) is None  # the one row left
     for (path, prec), reason in reasons.items():
-        if path in (deploy.COMPILED_PATH, deploy.TV_PATH):  # --deploy-skip comes first
-            assert reason in ("not run (--deploy-skip compiled)", "not run (--deploy-skip torchvision)")
+        if path in (deploy.COMPILED_PATH, deploy.WINOGRAD_PATH, deploy.WINOGRAD_COMPILED_PATH, deploy.TV_PATH):
+            assert reason in ("not run (--deploy-skip compiled)", "not run (--deploy-skip winograd)",
+                              "not run (--deploy-skip torchvision)")  # --deploy-skip comes first
         elif prec == "bf16":
             assert reason.startswith("bf16 rows skipped: this CPU has neither AVX-512 BF16 nor AMX")
         elif path == deploy.ORT_PATH:
@@ -121,12 +124,14 @@ def test_missing_runtimes_and_cpus_without_bf16_skip_their_rows_with_the_reason(
 
 
 def _times(seconds):
+    assert len(seconds) == len(deploy.ROWS)
     return {(path, prec): [s] for (path, prec, _), s in zip(deploy.ROWS, seconds)}
 
 
 def test_row_logic_with_compiled_rows_and_the_goals():
-    # ours fp32 1.0, bf16 0.4; compiled 0.9 / 0.3; ort 0.8 / 0.5; openvino 1.0 / 0.2 / 0.25; torchvision 1.2 / 0.6
-    times = _times([1.0, 0.4, 0.9, 0.3, 0.8, 0.5, 1.0, 0.2, 0.25, 1.2, 0.6])
+    # ours fp32 1.0, bf16 0.4; compiled 0.9 / 0.3; Winograd fp32 0.7, compiled 0.6; ort 0.8 / 0.5;
+    # openvino 1.0 / 0.2 / 0.25; torchvision 1.2 / 0.6
+    times = _times([1.0, 0.4, 0.9, 0.3, 0.7, 0.6, 0.8, 0.5, 1.0, 0.2, 0.25, 1.2, 0.6])
     flops = {deploy.OURS_PATH: 100e9, deploy.TV_PATH: 150e9}
     throughput = {"fp32": 200e9, "bf16": 1000e9, "int8": None}
     calib = {deploy.OURS_PATH: (10, 1000), deploy.TV_PATH: (11, 1000)}
@@ -139,14 +144,17 @@ def test_row_logic_with_compiled_rows_and_the_goals():
     assert by_key[(deploy.ORT_PATH, "int8")]["vs_openvino"] == pytest.approx(2.0)
     assert math.isnan(by_key[(deploy.ORT_PATH, "int8")]["conv_fraction"])  # no int8 throughput measured
     assert by_key[(deploy.TV_PATH, "bf16")]["conv_fraction"] == pytest.approx(150e9 / 0.6 / 1000e9)
+    assert by_key[(deploy.WINOGRAD_PATH, "fp32")]["vs_openvino"] == pytest.approx(0.7)
     summary = deploy.deploy_summary(rows)
     assert summary["fp32"]["met"] is True and summary["fp32"]["goal"] == 1.0
+    assert summary["fp32"]["path"] == deploy.WINOGRAD_COMPILED_PATH and summary["bf16"]["path"] == deploy.COMPILED_PATH
     assert summary["bf16"]["met"] is False and summary["bf16"]["ratio"] == pytest.approx(1.5)
     line = deploy.summary_line(summary)
-    assert "ours compiled fp32 / OpenVINO fp32: 0.900 (per round 0.900, best rounds 0.900), goal at most 1.0x: met" in line
+    assert ("ours compiled + Winograd fp32 / OpenVINO fp32: 0.600 (per round 0.600, best rounds 0.600), goal at most "
+            "1.0x: met") in line
     assert "ours compiled bf16 / OpenVINO bf16: 1.500 (per round 1.500, best rounds 1.500), goal at most 1.2x: not met" in line
-    # two rounds: best rounds compares the fastest round of each row (compiled 0.5 / OpenVINO 0.6)
-    times[(deploy.COMPILED_PATH, "fp32")], times[(deploy.OV_PATH, "fp32")] = [1.0, 0.5], [0.8, 0.6]
+    # two rounds: best rounds compares the fastest round of each row (compiled + Winograd 0.5 / OpenVINO 0.6)
+    times[(deploy.WINOGRAD_COMPILED_PATH, "fp32")], times[(deploy.OV_PATH, "fp32")] = [1.0, 0.5], [0.8, 0.6]
     two = deploy.deploy_summary(deploy.make_rows(times, {}, {k: 100 for k in times}, flops, throughput, calib))
     assert two["fp32"]["best_round"] == pytest.approx(0.5 / 0.6) and two["fp32"]["ratio"] == pytest.approx(0.75 / 0.7)
 
