@@ -1,7 +1,8 @@
 """TEST.COMPILE (fcos_core.engine.compile): the backbone and the FCOS head through torch.compile
 (inductor, frozen weights, dynamic shapes) give the eager detections, in float32 and under bfloat16
 autocast, for two image sizes from one compilation; the convolutions really are prepacked; the
-model given to prepare_for_inference is left alone; the errors name TEST.COMPILE.
+model given to prepare_for_inference is left alone; the errors name TEST.COMPILE; TEST.WINOGRAD's
+kernel compiles into the graph.
 
 One compiled copy of the quickstart model (random weights) serves every test of this module: its
 compilations (float32, then bfloat16 autocast) take most of this file's time (~1-2 minutes on one
@@ -200,3 +201,26 @@ def test_evaluations_during_training_run_eagerly(caplog):
     assert "evaluations during training run eagerly" in caplog.text
     plain = load_config(QUICKSTART)
     assert periodic_eval_config(plain) is plain
+
+
+def test_winograd_convolutions_compile_as_one_graph_around_the_kernel():
+    """TEST.COMPILE with TEST.WINOGRAD: the op has a fake kernel, so inductor traces through it in one
+    graph (fullgraph) and calls the compiled kernel; the result is the eager Winograd one's, at two
+    sizes from one compilation."""
+    from fcos_core.layers.winograd import winograd_convs_for_inference
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 4, 3, padding=1)).eval()
+    winograd_convs_for_inference(model)
+    compiled = FrozenCompiled(model, "winograd part")
+    graphs = None
+    for size in ((20, 28), (36, 44)):
+        x = torch.randn(1, 8, *size).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            expected = model(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                actual = compiled(x)
+        assert "fcos_core::winograd_conv3x3" in {e.key for e in prof.key_averages()}
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+        graphs = _compiles() if graphs is None else graphs
+    assert _compiles() == graphs, "the second size compiled again"
