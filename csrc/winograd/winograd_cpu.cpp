@@ -24,17 +24,20 @@ constexpr int64_t kChannelBlock = 64;
 #define WINOGRAD_CLONES
 #endif
 
+// Six rows of one column of a tile, `stride` apart, each row n contiguous channels.
+template <typename T>
+struct Rows6 {
+  const T *r0, *r1, *r2, *r3, *r4, *r5;
+  Rows6(const T* s, int64_t stride)
+      : r0(s), r1(s + stride), r2(s + 2 * stride), r3(s + 3 * stride), r4(s + 4 * stride), r5(s + 5 * stride) {}
+};
+
 // B^T d for one column of 6 values: s[k * stride] -> r[k * stride], over n channels.
 template <typename T>
 inline void input_1d(const T* s, T* r, int64_t stride, int64_t n) {
-  const T* s0 = s;
-  const T* s1 = s + stride;
-  const T* s2 = s + 2 * stride;
-  const T* s3 = s + 3 * stride;
-  const T* s4 = s + 4 * stride;
-  const T* s5 = s + 5 * stride;
+  const Rows6<T> d(s, stride);
   for (int64_t c = 0; c < n; ++c) {
-    const T d0 = s0[c], d1 = s1[c], d2 = s2[c], d3 = s3[c], d4 = s4[c], d5 = s5[c];
+    const T d0 = d.r0[c], d1 = d.r1[c], d2 = d.r2[c], d3 = d.r3[c], d4 = d.r4[c], d5 = d.r5[c];
     r[c] = T(4) * d0 - T(5) * d2 + d4;
     r[stride + c] = -T(4) * (d1 + d2) + d3 + d4;
     r[2 * stride + c] = T(4) * (d1 - d2) - d3 + d4;
@@ -47,18 +50,13 @@ inline void input_1d(const T* s, T* r, int64_t stride, int64_t n) {
 // A^T m for one column of 6 values: s[k * stride] -> r[k * stride] (k < 4), over n channels.
 template <typename T>
 inline void output_1d(const T* s, T* r, int64_t stride, int64_t n) {
-  const T* s0 = s;
-  const T* s1 = s + stride;
-  const T* s2 = s + 2 * stride;
-  const T* s3 = s + 3 * stride;
-  const T* s4 = s + 4 * stride;
-  const T* s5 = s + 5 * stride;
+  const Rows6<T> m(s, stride);
   for (int64_t c = 0; c < n; ++c) {
-    const T p = s1[c] + s2[c], q = s1[c] - s2[c], u = s3[c] + s4[c], v = s3[c] - s4[c];
-    r[c] = s0[c] + p + u;
+    const T p = m.r1[c] + m.r2[c], q = m.r1[c] - m.r2[c], u = m.r3[c] + m.r4[c], v = m.r3[c] - m.r4[c];
+    r[c] = m.r0[c] + p + u;
     r[stride + c] = q + T(2) * v;
     r[2 * stride + c] = p + T(4) * u;
-    r[3 * stride + c] = q + T(8) * v + s5[c];
+    r[3 * stride + c] = q + T(8) * v + m.r5[c];
   }
 }
 

@@ -93,45 +93,46 @@ def calibration_images(img, cfg, count):
 
 
 class _Exports(object):
-    """The ONNX files of the calibrated model, made on first request in ``folder``: ``fp32()``, ``int8()``."""
+    """The ONNX files of the calibrated model, made on first request in ``folder``: ``fp32()``, ``int8()``.
+    A file that failed to be made raises the same error for every later row instead of trying again."""
 
     def __init__(self, model, cfg, img, folder, calib_images):
         self.model, self.cfg, self.img, self.folder, self.calib_images = model, cfg, img, folder, calib_images
         self.paths = {}
 
-    def fp32(self):
-        if isinstance(self.paths.get("fp32"), Exception):  # failed once: not again for the next row
-            raise self.paths["fp32"]
-        if "fp32" not in self.paths:
-            from fcos_core.export.onnx import export_onnx
-            from fcos_core.export.postprocess import make_export_postprocessor
-
-            path = os.path.join(self.folder, "fcos.onnx")
-            _log("exporting the model to ONNX with post-processing ...")
+    def _once(self, key, make):
+        if key not in self.paths:
             try:
-                export_onnx(self.model, path, make_export_postprocessor(self.cfg))
+                self.paths[key] = make()
             except Exception as exc:
-                self.paths["fp32"] = exc
-                raise
-            self.paths["fp32"] = path
-        return self.paths["fp32"]
+                self.paths[key] = exc
+        if isinstance(self.paths[key], Exception):
+            raise self.paths[key]
+        return self.paths[key]
+
+    def fp32(self):
+        return self._once("fp32", self._export)
 
     def int8(self):
-        if isinstance(self.paths.get("int8"), Exception):
-            raise self.paths["int8"]
-        if "int8" not in self.paths:
-            from fcos_core.export.quantize import ArrayCalibrationReader, int8_path, quantize_export
+        return self._once("int8", self._quantize)
 
-            fp32 = self.fp32()
-            _log("quantizing the export to int8, calibrated on {} variants of the image ...".format(self.calib_images))
-            reader = ArrayCalibrationReader(calibration_images(self.img, self.cfg, self.calib_images),
-                                            "variants of the benchmark image")
-            try:
-                self.paths["int8"] = quantize_export(fp32, int8_path(fp32), reader)
-            except Exception as exc:
-                self.paths["int8"] = exc
-                raise
-        return self.paths["int8"]
+    def _export(self):
+        from fcos_core.export.onnx import export_onnx
+        from fcos_core.export.postprocess import make_export_postprocessor
+
+        path = os.path.join(self.folder, "fcos.onnx")
+        _log("exporting the model to ONNX with post-processing ...")
+        export_onnx(self.model, path, make_export_postprocessor(self.cfg))
+        return path
+
+    def _quantize(self):
+        from fcos_core.export.quantize import ArrayCalibrationReader, int8_path, quantize_export
+
+        fp32 = self.fp32()
+        _log("quantizing the export to int8, calibrated on {} variants of the image ...".format(self.calib_images))
+        reader = ArrayCalibrationReader(calibration_images(self.img, self.cfg, self.calib_images),
+                                        "variants of the benchmark image")
+        return quantize_export(fp32, int8_path(fp32), reader)
 
 
 def _setup(args):

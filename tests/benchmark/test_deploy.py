@@ -217,3 +217,21 @@ def test_command_line_errors(argv, message):
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--only", "deploy", *argv],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_a_failed_export_is_not_tried_again_for_the_next_rows(monkeypatch, tmp_path):
+    from fcos_core.export import onnx as onnx_module
+
+    calls = []
+
+    def failing_export(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("op Foo cannot be exported")
+
+    monkeypatch.setattr(onnx_module, "export_onnx", failing_export)
+    exports = deploy._Exports(torch.nn.Identity(), None, None, str(tmp_path), 2)
+    monkeypatch.setattr("fcos_core.export.postprocess.make_export_postprocessor", lambda cfg: None)
+    for get in (exports.fp32, exports.fp32, exports.int8):  # the int8 file needs the fp32 one
+        with pytest.raises(RuntimeError, match="op Foo cannot be exported"):
+            get()
+    assert len(calls) == 1

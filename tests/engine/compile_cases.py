@@ -170,11 +170,12 @@ def test_make_inference_options_reads_test_compile_and_refuses_other_backends():
 def test_no_cpp_compiler_is_an_error_naming_the_key(monkeypatch):
     from torch._inductor import config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/fcos-test-c++"))
+    # inductor's own patch (monkeypatch's undo leaves cpp.cxx unreadable: later compilations fail)
     monkeypatch.delenv("TORCH_INDUCTOR_INSTALL_GXX", raising=False)
     model = nn.Sequential(nn.Conv2d(3, 4, 3))
-    with pytest.raises(RuntimeError, match="TEST.COMPILE.*C\\+\\+ compiler.*set TEST.COMPILE False"):
-        prepare_for_inference(model, fuse_bn=False, compile=True)
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/fcos-test-c++")}):
+        with pytest.raises(RuntimeError, match="TEST.COMPILE.*C\\+\\+ compiler.*set TEST.COMPILE False"):
+            prepare_for_inference(model, fuse_bn=False, compile=True)
 
 
 def test_what_inductor_cannot_compile_is_an_error_not_an_eager_run():

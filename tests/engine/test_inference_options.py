@@ -88,15 +88,22 @@ def _match(expected, actual):
     return best, (expected.get_field("scores") - actual.get_field("scores")[j]).abs()
 
 
-def test_bfloat16_inference_gives_nearly_the_float32_detections():
-    """The quickstart model (ResNet-18 with trainable BatchNorm, folded), random weights, through
-    compute_on_dataset: bfloat16 autocast + channels_last against float32 (loose tolerance)."""
+def _random_quickstart_model_and_loader():
+    """The quickstart model with random weights (a classifier bias giving plenty of detections) and a
+    one-batch loader of two random images."""
     torch.manual_seed(0)
     cfg = load_config(QUICKSTART, ["MODEL.FCOS.INFERENCE_TH", "0.3"])
     model = build_detection_model(cfg)
     torch.nn.init.normal_(model.rpn.head.cls_logits.bias, std=1.0)  # plenty of detections
     images = to_image_list([torch.randn(3, 96, 128), torch.randn(3, 80, 112)], 32)
     loader = [(images, None, [0, 1])]
+    return model, loader
+
+
+def test_bfloat16_inference_gives_nearly_the_float32_detections():
+    """The quickstart model (ResNet-18 with trainable BatchNorm, folded), random weights, through
+    compute_on_dataset: bfloat16 autocast + channels_last against float32 (loose tolerance)."""
+    model, loader = _random_quickstart_model_and_loader()
     fp32 = compute_on_dataset(model, loader, "cpu", fuse_bn=True)
     bf16 = compute_on_dataset(model, loader, "cpu", amp_dtype=torch.bfloat16, channels_last=True, fuse_bn=True)
     for i in (0, 1):
@@ -114,12 +121,7 @@ def test_winograd_inference_gives_the_direct_detections():
     """The quickstart model (ResNet-18, FPN, FCOS head; random weights, folded norms) through
     compute_on_dataset: Winograd convolutions against the direct ones, in float32; the model given
     is left with its own convolutions."""
-    torch.manual_seed(0)
-    cfg = load_config(QUICKSTART, ["MODEL.FCOS.INFERENCE_TH", "0.3"])
-    model = build_detection_model(cfg)
-    torch.nn.init.normal_(model.rpn.head.cls_logits.bias, std=1.0)  # plenty of detections
-    images = to_image_list([torch.randn(3, 96, 128), torch.randn(3, 80, 112)], 32)
-    loader = [(images, None, [0, 1])]
+    model, loader = _random_quickstart_model_and_loader()
     direct = compute_on_dataset(model, loader, "cpu", channels_last=True, fuse_bn=True)
     wino = compute_on_dataset(model, loader, "cpu", channels_last=True, fuse_bn=True, winograd=True)
     assert not any(type(m).__name__ == "WinogradConv2d" for m in model.modules())
