@@ -75,6 +75,7 @@ def train(cfg, local_rank, distributed, logger=None):
     logger = logger or logging.getLogger("fcos_core.trainer")
     cfg = resolve_training_classes(cfg, logger)  # MODEL.FCOS.NUM_CLASSES 0: DATASETS.TRAIN's count
     resolve_backend(cfg.TEST.COCO_EVAL_BACKEND)  # a bad or missing evaluator fails now, not at the first test
+    make_inference_options(cfg)  # so do TEST.* keys that conflict (e.g. TEST.WINOGRAD on a GPU)
     model, optimizer, scheduler = build_training(cfg, distributed, local_rank)
     output_dir = cfg.OUTPUT_DIR
     checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, output_dir, get_rank() == 0)

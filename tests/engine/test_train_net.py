@@ -92,6 +92,21 @@ def test_wrong_key_on_the_command_line_fails_before_any_work(tmp_path):
     assert not out.exists() and not (tmp_path / "data").exists()
 
 
+def test_conflicting_test_keys_fail_before_training(tmp_path, monkeypatch):
+    """TEST.WINOGRAD with TEST.AMP would fail at the first evaluation, hours later: train() checks
+    the inference options first, before any model, data or output folder."""
+    from fcos_core.config import load_config
+    from fcos_core.engine import defaults
+
+    monkeypatch.setattr(defaults, "build_training", lambda *a: pytest.fail("training was set up"))
+    cfg = load_config(str(ROOT / "configs" / "quickstart" / "fcos_shapes.yaml"),
+                      ["TEST.WINOGRAD", "True", "TEST.AMP", "True", "TEST.AMP_DTYPE", "bfloat16",
+                       "OUTPUT_DIR", str(tmp_path / "never")])
+    with pytest.raises(ValueError, match="TEST.WINOGRAD .* but TEST.AMP runs torch.bfloat16 convolutions"):
+        defaults.train(cfg, 0, False)
+    assert not (tmp_path / "never").exists()
+
+
 class _Saver:
     def __init__(self):
         self.saved = []
