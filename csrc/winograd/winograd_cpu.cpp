@@ -60,9 +60,16 @@ inline void output_1d(const T* s, T* r, int64_t stride, int64_t n) {
   }
 }
 
+struct Tile {
+  int64_t image, y0, x0;  // its image and the first output row and column it covers
+};
+
 struct Geometry {
   int64_t n, h, w, tiles_h, tiles_w;
   int64_t tiles() const { return n * tiles_h * tiles_w; }
+  Tile tile(int64_t t) const {  // tiles are numbered image by image, row by row
+    return {t / (tiles_h * tiles_w), (t / tiles_w) % tiles_h * 4, t % tiles_w * 4};
+  }
 };
 
 // V[k][t - t0][c] = (B^T d B)[k] for tiles [t0, t1) of the NHWC input x (c in [0, cin)).
@@ -72,20 +79,18 @@ WINOGRAD_CLONES void input_transform(const T* x, T* v, const Geometry& g, int64_
   T r[36 * kChannelBlock];
   const int64_t plane = (t1 - t0) * cin;  // stride between the 36 components of V
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t b = t / (g.tiles_h * g.tiles_w);
-    const int64_t ty = (t / g.tiles_w) % g.tiles_h;
-    const int64_t tx = t % g.tiles_w;
+    const Tile tile = g.tile(t);
     for (int64_t c0 = 0; c0 < cin; c0 += kChannelBlock) {
       const int64_t nc = std::min(kChannelBlock, cin - c0);
       for (int64_t i = 0; i < 6; ++i) {
-        const int64_t y = ty * 4 - 1 + i;
+        const int64_t y = tile.y0 - 1 + i;
         for (int64_t j = 0; j < 6; ++j) {
-          const int64_t xx = tx * 4 - 1 + j;
+          const int64_t xx = tile.x0 - 1 + j;
           T* dst = d + (i * 6 + j) * kChannelBlock;
           if (y < 0 || y >= g.h || xx < 0 || xx >= g.w) {
             std::fill(dst, dst + nc, T(0));
           } else {
-            std::copy_n(x + ((b * g.h + y) * g.w + xx) * cin + c0, nc, dst);
+            std::copy_n(x + ((tile.image * g.h + y) * g.w + xx) * cin + c0, nc, dst);
           }
         }
       }
@@ -111,9 +116,7 @@ WINOGRAD_CLONES void output_transform(
   T o[16 * kChannelBlock];
   const int64_t plane = (t1 - t0) * cout;
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t b = t / (g.tiles_h * g.tiles_w);
-    const int64_t ty = (t / g.tiles_w) % g.tiles_h;
-    const int64_t tx = t % g.tiles_w;
+    const Tile tile = g.tile(t);
     for (int64_t c0 = 0; c0 < cout; c0 += kChannelBlock) {
       const int64_t nc = std::min(kChannelBlock, cout - c0);
       for (int64_t k = 0; k < 36; ++k) {
@@ -126,17 +129,17 @@ WINOGRAD_CLONES void output_transform(
         output_1d(r + i * 6 * kChannelBlock, o + i * 4 * kChannelBlock, kChannelBlock, nc);
       }
       for (int64_t i = 0; i < 4; ++i) {
-        const int64_t y = ty * 4 + i;
+        const int64_t y = tile.y0 + i;
         if (y >= g.h) {
           break;
         }
         for (int64_t j = 0; j < 4; ++j) {
-          const int64_t xx = tx * 4 + j;
+          const int64_t xx = tile.x0 + j;
           if (xx >= g.w) {
             break;
           }
           const T* src = o + (i * 4 + j) * kChannelBlock;
-          T* dst = out + ((b * g.h + y) * g.w + xx) * cout + c0;
+          T* dst = out + ((tile.image * g.h + y) * g.w + xx) * cout + c0;
           for (int64_t c = 0; c < nc; ++c) {
             T val = src[c] + (bias ? bias[c0 + c] : T(0));
             dst[c] = relu ? std::max(val, T(0)) : val;
