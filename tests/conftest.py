@@ -1,8 +1,8 @@
 """Fixtures that several test folders share.
 
-Inductor (TEST.COMPILE) compiles in the process that runs it rather than in its pool of compile
-workers (TORCHINDUCTOR_COMPILE_THREADS=1, set before torch reads its config); its tests run in a
-process of their own (tests/engine/test_compile.py).
+Inductor (TEST.COMPILE, tests/engine/test_compile.py) compiles in the process that runs it rather
+than in its pool of compile workers (TORCHINDUCTOR_COMPILE_THREADS=1, set before torch reads its
+config): no worker processes beside the suite's on two cores.
 """
 import os
 
