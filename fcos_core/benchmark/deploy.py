@@ -33,9 +33,9 @@ convolution throughput in the row's dtype, timed in the same interleaved rounds 
 convolution of tools/conv_throughput.py (fcos_core.benchmark.conv_throughput;
 int8: torch's quantized convolution on oneDNN, left blank where it cannot run). The Winograd rows do
 fewer multiplications than those direct-convolution FLOPs: theirs is an effective fraction, which can
-pass 1. The summary gives
-the fastest PyTorch path of each precision against OpenVINO in it, and the issue's goals: ours
-compiled + Winograd fp32 / OpenVINO fp32 at most 1.0x, ours compiled bf16 / OpenVINO bf16 at most 1.2x.
+pass 1. The summary gives the fastest PyTorch path of each precision against OpenVINO in it, and the
+issue's goals: ours compiled + Winograd fp32 / OpenVINO fp32 at most 1.0x, ours compiled bf16 /
+OpenVINO bf16 at most 1.2x.
 """
 import copy
 import os
